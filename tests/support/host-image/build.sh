@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Builds the systemd test-host image from Debian with debootstrap (no registry is reachable),
+# tagged by a hash of this recipe, so a changed recipe rebuilds it and an unchanged one is
+# reused. Prints nothing when the image exists.
+#
+# What a host carries: systemd as PID 1, Python 3 with venv and pip (the roles' modules and
+# the vLLM venv), libnuma1 (vLLM's CPU build needs it), curl, iproute2, sudo, procps.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+IMAGE=${RHOIM_HOST_IMAGE:-localhost/rhoim-test-host}
+SUITE=bookworm
+PACKAGES=systemd,systemd-sysv,dbus,python3,python3-venv,python3-pip,libnuma1,sudo,iproute2,curl,ca-certificates,procps,less
+RECIPE_HASH=$(sha256sum <"$HERE/build.sh" | cut -c1-12)
+
+if podman image exists "$IMAGE:$RECIPE_HASH"; then
+  podman tag "$IMAGE:$RECIPE_HASH" "$IMAGE:current"
+  exit 0
+fi
+
+# The mirror apt already uses on this machine.
+mirror=$(sed -n 's/^URIs: *\([^ ]*\).*/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null | grep -v security | head -n1)
+[ -n "$mirror" ] || mirror=$(awk '/^deb / && !/security/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null)
+mirror=${mirror:-http://deb.debian.org/debian}
+
+work=$(mktemp -d /var/tmp/rhoim-host-image.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+echo "==> building $IMAGE:$RECIPE_HASH with debootstrap from $mirror (about 2 minutes, once per recipe)"
+debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$work/rootfs" "$mirror" >"$work/debootstrap.log" 2>&1 ||
+  { tail -n 30 "$work/debootstrap.log" >&2; exit 1; }
+
+rootfs=$work/rootfs
+: >"$rootfs/etc/machine-id"
+chroot "$rootfs" apt-get clean
+rm -rf "$rootfs"/var/lib/apt/lists/*
+# Units that need hardware or a console a container does not have.
+for unit in getty.target console-getty.service systemd-udevd.service systemd-udevd-control.socket \
+  systemd-udevd-kernel.socket systemd-modules-load.service sys-kernel-config.mount sys-kernel-debug.mount \
+  sys-kernel-tracing.mount systemd-remount-fs.service; do
+  ln -sf /dev/null "$rootfs/etc/systemd/system/$unit"
+done
+
+tar -C "$rootfs" -c . | podman import -q \
+  --change 'CMD ["/sbin/init"]' --change 'STOPSIGNAL=SIGRTMIN+3' \
+  --change "LABEL org.rhoim.recipe=$RECIPE_HASH" - "$IMAGE:$RECIPE_HASH" >/dev/null
+podman tag "$IMAGE:$RECIPE_HASH" "$IMAGE:current"
+echo "==> built $IMAGE:$RECIPE_HASH"

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# A local stand-in for a GPU host: a podman container from the test-host image running
+# systemd as PID 1, reachable over Ansible's podman connection.
+# Models: a booted systemd host with Python, package-mode (not bootc). Does not model: a
+# kernel, GPUs, bootc/ostree, SELinux.
+#   local_host.sh up NAME [PODMAN-RUN-ARGS...]   start (or reuse) and wait for systemd
+#   local_host.sh down NAME                      remove it
+set -euo pipefail
+IMAGE=${RHOIM_HOST_IMAGE:-localhost/rhoim-test-host}:current
+NETWORK=${RHOIM_HOST_NETWORK:-rhoim}
+WHEELHOUSE=${RHOIM_WHEELHOUSE:-/var/cache/rhoim-dev/wheelhouse}
+
+cmd=${1:?usage: local_host.sh up|down NAME}
+name=${2:?usage: local_host.sh up|down NAME}
+shift 2
+
+case $cmd in
+  up)
+    podman network exists "$NETWORK" || podman network create "$NETWORK" >/dev/null
+    if [ "$(podman inspect -f '{{.State.Running}}' "$name" 2>/dev/null)" != true ]; then
+      podman rm -f "$name" >/dev/null 2>&1 || true
+      mounts=()
+      [ -d "$WHEELHOUSE" ] && mounts=(-v "$WHEELHOUSE:/var/cache/rhoim/wheelhouse:ro")
+      podman run -d --name "$name" --hostname "$name" --network "$NETWORK" --systemd=always \
+        --shm-size=1g --label org.rhoim.local-host=1 "${mounts[@]}" "$@" "$IMAGE" /sbin/init >/dev/null
+    fi
+    state=$(podman exec "$name" timeout 60 systemctl is-system-running --wait || true)
+    if [ "$state" != running ]; then
+      echo "local host $name did not boot: systemd says '$state'" >&2
+      podman exec "$name" systemctl --failed --no-legend >&2 || true
+      exit 1
+    fi
+    ;;
+  down)
+    podman rm -f -t 5 "$name" >/dev/null 2>&1 || true
+    ;;
+  *) echo "usage: local_host.sh up|down NAME" >&2; exit 2 ;;
+esac

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Prepares this machine for `make test` and `make demo`; every step checks first and does
+# nothing when its result is already in place, so a second run is quick.
+#
+# Steps: Debian packages, podman configuration (only on hosts that need it), the controller
+# virtualenv, ansible-test's offline pip bootstrap, the systemd test-host image and the
+# wheelhouse that test hosts install vLLM from.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+VENV=${VENV:-$ROOT/.venv}
+RHOIM_CACHE=${RHOIM_CACHE:-/var/cache/rhoim-dev}
+WHEELHOUSE=${RHOIM_WHEELHOUSE:-$RHOIM_CACHE/wheelhouse}
+PYTHON=${PYTHON:-python3}
+
+APT_PACKAGES=(podman uidmap fuse-overlayfs slirp4netns runc crun netavark aardvark-dns
+  debootstrap shellcheck docker-registry skopeo rsync git)
+
+log() { printf '==> %s\n' "$*"; }
+need_root() {
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "tools/setup.sh: '$1' needs root; run make setup as root or do that step by hand (see README)." >&2
+    exit 1
+  fi
+}
+
+step_packages() {
+  local missing=()
+  for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  need_root "apt-get install ${missing[*]}"
+  log "installing Debian packages: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# Podman's defaults fail on hosts whose hard ulimits are low or whose cgroups are hybrid
+# (nested VMs such as CI runners). Write a drop-in only where that is the case.
+step_podman_config() {
+  local conf=/etc/containers/containers.conf.d/50-rhoim-ci.conf want nofile nproc runtime_lines=""
+  nofile=$(ulimit -Hn); nproc=$(ulimit -Hu)
+  [ "$nproc" = unlimited ] || [ "$nproc" -gt 32768 ] && nproc=32768
+  local limits=""
+  if [ "$nofile" != unlimited ] && [ "$nofile" -lt 1048576 ]; then
+    limits="default_ulimits = [\"nofile=$nofile:$nofile\", \"nproc=$nproc:$nproc\"]"
+  fi
+  if [ ! -f /sys/fs/cgroup/cgroup.controllers ] || [ "$(cat /proc/1/comm)" != systemd ]; then
+    runtime_lines=$'runtime = "runc"\ncgroup_manager = "cgroupfs"\nevents_logger = "file"'
+  fi
+  if [ -z "$limits$runtime_lines" ]; then
+    return 0
+  fi
+  want=$(printf '# Written by rhoim.inference tools/setup.sh for this host kind (see README).\n[containers]\n%s\n[engine]\n%s\n' "$limits" "$runtime_lines")
+  if [ -f "$conf" ] && [ "$(cat "$conf")" = "$want" ]; then
+    return 0
+  fi
+  need_root "write $conf"
+  log "writing $conf"
+  mkdir -p "$(dirname "$conf")"
+  printf '%s\n' "$want" >"$conf"
+}
+
+step_venv() {
+  local stamp="$VENV/.rhoim-requirements" want
+  want=$(sha256sum "$ROOT/tools/requirements.txt" | cut -d' ' -f1)-$($PYTHON -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+  if [ -x "$VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+    return 0
+  fi
+  log "creating $VENV from tools/requirements.txt"
+  rm -rf "$VENV"
+  $PYTHON -m venv "$VENV"
+  "$VENV/bin/pip" install -qq --upgrade pip
+  "$VENV/bin/pip" install -qq -r "$ROOT/tools/requirements.txt"
+  echo "$want" >"$stamp"
+}
+
+# ansible-test fetches a get-pip script from the internet to seed its sanity venvs; this
+# stand-in uses the interpreter's ensurepip and then pip from the configured index.
+step_ansible_test_bootstrap() {
+  local ver path
+  ver=$("$VENV/bin/python" -c 'from ansible_test._internal.python_requirements import get_venv_packages as g; print(g(type("P",(),{"version":"3.11"})())["pip"])')
+  path="$HOME/.ansible/test/cache/get_pip_${ver//./_}.py"
+  if cmp -s "$ROOT/tools/get_pip_offline.py" "$path"; then
+    return 0
+  fi
+  log "installing ansible-test's offline pip bootstrap at $path"
+  mkdir -p "$(dirname "$path")"
+  cp "$ROOT/tools/get_pip_offline.py" "$path"
+}
+
+step_host_image() {
+  "$ROOT/tests/support/host-image/build.sh"
+}
+
+step_wheelhouse() {
+  local req="$ROOT/tests/support/wheelhouse-requirements.txt" stamp="$WHEELHOUSE/.rhoim-requirements"
+  if [ -f "$stamp" ] && cmp -s "$req" "$stamp"; then
+    return 0
+  fi
+  log "filling the wheelhouse $WHEELHOUSE (vLLM CPU build and its dependencies, about 900 MB, once per machine)"
+  mkdir -p "$WHEELHOUSE"
+  # The CPU torch wheel is not on PyPI: pip finds it through PIP_FIND_LINKS (see README).
+  "$VENV/bin/pip" download -qq -d "$WHEELHOUSE" -r "$req"
+  cp "$req" "$stamp"
+}
+
+case "${1:-all}" in
+  all)
+    step_packages; step_podman_config; step_venv; step_ansible_test_bootstrap; step_host_image; step_wheelhouse ;;
+  packages|podman_config|venv|ansible_test_bootstrap|host_image|wheelhouse) "step_$1" ;;
+  *) echo "usage: $0 [all|packages|podman_config|venv|ansible_test_bootstrap|host_image|wheelhouse]" >&2; exit 2 ;;
+esac
