@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A local stand-in for a GPU host: a podman container from the test-host image running
 # systemd as PID 1, reachable over Ansible's podman connection.
-# Models: a booted systemd host with Python, package-mode (not bootc). Does not model: a
+# Models: a booted systemd host with Python, package-mode (not bootc); CAP_SYS_ADMIN lets systemd
+# give units their own mount namespaces (ProtectSystem=, PrivateTmp=) as on a real host. Does not model: a
 # kernel, GPUs, bootc/ostree, SELinux.
 #   local_host.sh up NAME [PODMAN-RUN-ARGS...]   start (or reuse) and wait for systemd
 #   local_host.sh down NAME                      remove it
@@ -22,9 +23,15 @@ case $cmd in
       mounts=()
       [ -d "$WHEELHOUSE" ] && mounts=(-v "$WHEELHOUSE:/var/cache/rhoim/wheelhouse:ro")
       podman run -d --name "$name" --hostname "$name" --network "$NETWORK" --systemd=always \
-        --shm-size=1g --label org.rhoim.local-host=1 "${mounts[@]}" "$@" "$IMAGE" /sbin/init >/dev/null
+        --shm-size=1g --cap-add=SYS_ADMIN --label org.rhoim.local-host=1 "${mounts[@]}" "$@" "$IMAGE" /sbin/init >/dev/null
     fi
-    state=$(podman exec "$name" timeout 60 systemctl is-system-running --wait || true)
+    # Until systemd's bus is up, systemctl cannot even ask; then --wait blocks until boot ends.
+    state=
+    for _ in $(seq 60); do
+      state=$(podman exec "$name" timeout 60 systemctl is-system-running --wait 2>/dev/null) && break
+      case $state in degraded|maintenance|stopping) break ;; esac
+      sleep 1
+    done
     if [ "$state" != running ]; then
       echo "local host $name did not boot: systemd says '$state'" >&2
       podman exec "$name" systemctl --failed --no-legend >&2 || true
