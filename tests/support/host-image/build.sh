@@ -44,4 +44,7 @@ tar -C "$rootfs" -c . | podman import -q \
   --change 'CMD ["/sbin/init"]' --change 'STOPSIGNAL=SIGRTMIN+3' \
   --change "LABEL org.rhoim.recipe=$RECIPE_HASH" - "$IMAGE:$RECIPE_HASH" >/dev/null
 podman tag "$IMAGE:$RECIPE_HASH" "$IMAGE:current"
+# Images of older recipes are not used again.
+podman images --format '{{.Repository}}:{{.Tag}}' "$IMAGE" | grep -vxF -e "$IMAGE:$RECIPE_HASH" -e "$IMAGE:current" |
+  xargs -r podman rmi >/dev/null 2>&1 || true
 echo "==> built $IMAGE:$RECIPE_HASH"
