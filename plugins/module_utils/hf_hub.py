@@ -370,7 +370,7 @@ class HubClient:
     def resolve(self, repo_id, revision):
         """Branch, tag or commit -> commit sha (one API request)."""
         url = "%s/api/models/%s/revision/%s" % (self.endpoint, repo_id, urllib.parse.quote(revision, safe=""))
-        data, _ = self._metadata_call(url, None, repo_id, revision)
+        data = self._metadata_call(url, None, repo_id, revision)[0]
         sha = (data or {}).get("sha") if isinstance(data, dict) else None
         if not is_commit(sha or ""):
             raise HubError("http", self._msg("The Hub answered without a commit sha for %s" % self._where(repo_id, revision)))

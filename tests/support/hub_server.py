@@ -318,7 +318,7 @@ class Scanner:
             with ThreadPoolExecutor(self.workers) as pool:
                 for key, result in zip(todo, pool.map(lambda k: hash_file(k[0], need_sha1[k]), todo)):
                     self.cache[key] = result
-        live = {k for k, _ in pending}
+        live = {item[0] for item in pending}
         self.cache = {k: v for k, v in self.cache.items() if k in live}
         if self.hash_cache_file:
             tmp = self.hash_cache_file + ".tmp"

@@ -152,7 +152,7 @@ def test_download_streams_verifies_and_sends_no_token_to_cdn(tmp_path):
         seen.append(("cdn", req.get_header("Authorization")))
         return Resp(200, data)
 
-    c, _ = client(Opener(redirect, cdn))
+    c, _unused = client(Opener(redirect, cdn))
     part = tmp_path / "w.part"
     assert c.download("o/n", "a" * 40, rf, str(part)) == len(data)
     assert part.read_bytes() == data
@@ -170,7 +170,7 @@ def test_resume_from_partial_left_by_killed_run(tmp_path):
         return Resp(206, data[1234:], {"Content-Range": "bytes 1234-4999/5000"})
 
     opener = Opener(ranged)
-    c, _ = client(opener)
+    c, _unused = client(opener)
     assert c.download("o/n", "a" * 40, rf, str(part)) == len(data) - 1234
     assert part.read_bytes() == data
 
@@ -180,7 +180,7 @@ def test_200_answer_to_range_restarts_from_zero(tmp_path):
     rf = lfs("w.bin", data)
     part = tmp_path / "w.part"
     part.write_bytes(b"\0" * 1000)  # even a wrong partial is replaced, since the server sends it all
-    c, _ = client(Opener(ok(data, 200)))
+    c, _unused = client(Opener(ok(data, 200)))
     assert c.download("o/n", "a" * 40, rf, str(part)) == 3000
     assert part.read_bytes() == data
 
@@ -203,11 +203,11 @@ def test_corrupt_bytes_refetched_once_then_fail_with_details(tmp_path):
     data = os.urandom(2000)
     bad = bytes([data[0] ^ 0xFF]) + data[1:]
     rf = lfs("w.bin", data)
-    c, _ = client(Opener(ok(bad), ok(data)))
+    c, _unused = client(Opener(ok(bad), ok(data)))
     assert c.download("o/n", "b" * 40, rf, str(tmp_path / "p")) == 4000
     assert (tmp_path / "p").read_bytes() == data
 
-    c, _ = client(Opener(ok(bad), ok(bad)))
+    c, _unused = client(Opener(ok(bad), ok(bad)))
     with pytest.raises(ChecksumError) as ei:
         c.download("o/n", "b" * 40, rf, str(tmp_path / "q"))
     msg = str(ei.value)
@@ -220,7 +220,7 @@ def test_corrupt_bytes_refetched_once_then_fail_with_details(tmp_path):
 def test_oversized_body_is_a_mismatch(tmp_path):
     data = os.urandom(100)
     rf = lfs("w.bin", data)
-    c, _ = client(Opener(ok(data + b"xx"), ok(data)))
+    c, _unused = client(Opener(ok(data + b"xx"), ok(data)))
     c.download("o/n", "b" * 40, rf, str(tmp_path / "p"))
     assert (tmp_path / "p").read_bytes() == data
 
@@ -245,7 +245,7 @@ def test_fresh_redirect_asked_on_each_retry(tmp_path):
         raise http_error(req.full_url, 302, {"Location": "http://cdn.test/x?sig=%d" % len(hits)})
 
     opener = Opener(api, fail(503), api, ok(data))
-    c, _ = client(opener)
+    c, _unused = client(opener)
     c.download("o/n", "a" * 40, rf, str(tmp_path / "p"))
     assert [r.full_url for r in opener.requests][1] == "http://cdn.test/x?sig=1"
     assert [r.full_url for r in opener.requests][3] == "http://cdn.test/x?sig=2"
@@ -273,7 +273,7 @@ def test_unreachable_after_retries_names_everything_but_token(tmp_path):
     (404, {"X-Error-Code": "RepoNotFound"}, "repo_not_found"),
 ])
 def test_download_http_errors_are_mapped(tmp_path, code, headers, kind):
-    c, _ = client(Opener(fail(code, headers)))
+    c, _unused = client(Opener(fail(code, headers)))
     with pytest.raises(HubError) as ei:
         c.download("o/n", "a" * 40, RemoteFile("c.json", 2, git_sha1="0" * 40), str(tmp_path / "p"))
     assert ei.value.kind == kind
@@ -281,7 +281,7 @@ def test_download_http_errors_are_mapped(tmp_path, code, headers, kind):
 
 
 def test_redirect_to_file_url_refused(tmp_path):
-    c, _ = client(Opener(fail(302, {"Location": "file:///etc/passwd"})))
+    c, _unused = client(Opener(fail(302, {"Location": "file:///etc/passwd"})))
     with pytest.raises(HubError):
         c.download("o/n", "a" * 40, RemoteFile("c.json", 2, git_sha1="0" * 40), str(tmp_path / "p"))
 
@@ -294,7 +294,7 @@ def test_enospc_while_writing_is_disk_full(tmp_path, monkeypatch):
         raise DiskFullError("Disk full while writing %s" % path, file=path)
 
     monkeypatch.setattr(hf_hub, "_write", boom)
-    c, _ = client(Opener(ok(data)))
+    c, _unused = client(Opener(ok(data)))
     with pytest.raises(DiskFullError):
         c.download("o/n", "a" * 40, rf, str(tmp_path / "p"))
 

@@ -41,7 +41,7 @@ class FakeHub:
         self.refs = refs or {}
         self.calls = []
         self.downloaded = []
-        self.fail_download = None
+        self.fail_download = None  # or an exception that download() raises
 
     def resolve(self, repo_id, revision):
         self.calls.append(("resolve", revision))
@@ -51,10 +51,14 @@ class FakeHub:
         self.calls.append(("tree", commit))
         return [rf_for(p, d) for p, d in sorted(self.commits[commit].items())]
 
+    def _maybe_fail(self):
+        error = self.fail_download
+        if error is not None:
+            raise error  # pylint: disable=raising-bad-type  (set to an exception by the tests)
+
     def download(self, repo_id, commit, rf, part, progress=None):
         self.calls.append(("get", rf.path))
-        if isinstance(self.fail_download, Exception):
-            raise self.fail_download
+        self._maybe_fail()
         data = self.commits[commit][rf.path]
         have = os.path.getsize(part) if os.path.exists(part) else 0
         with open(part, "ab") as f:
