@@ -54,7 +54,8 @@ class FakeHub:
     def _maybe_fail(self):
         error = self.fail_download
         if error is not None:
-            raise error  # pylint: disable=raising-bad-type  (set to an exception by the tests)
+            # The tests set it to an exception; pylint infers only the None above.
+            raise error  # pylint: disable=raising-bad-type
 
     def download(self, repo_id, commit, rf, part, progress=None):
         self.calls.append(("get", rf.path))
