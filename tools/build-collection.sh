@@ -7,7 +7,13 @@ rm -rf "$out" "$ROOT/build/install-check"
 ansible-galaxy collection build --force --output-path "$out" "$ROOT"
 tarball=$(ls "$out"/rhoim-inference-*.tar.gz)
 # Dependencies come with the `ansible` package (no Galaxy here), hence --no-deps.
-ansible-galaxy collection install --no-deps -p "$ROOT/build/install-check" "$tarball"
-ANSIBLE_COLLECTIONS_PATH=$ROOT/build/install-check ansible-galaxy collection list rhoim.inference \
-  -p "$ROOT/build/install-check" | grep -q '^rhoim.inference '
+# The checkout itself is on ANSIBLE_COLLECTIONS_PATH; hide it so the tarball is what installs.
+export ANSIBLE_COLLECTIONS_PATH=$ROOT/build/install-check
+ansible-galaxy collection install --no-deps -p "$ANSIBLE_COLLECTIONS_PATH" "$tarball"
+installed=$ANSIBLE_COLLECTIONS_PATH/ansible_collections/rhoim/inference
+if [ ! -f "$installed/MANIFEST.json" ] || [ -L "$installed" ]; then
+  echo "the tarball did not install into $installed" >&2
+  exit 1
+fi
+ansible-doc rhoim.inference.hf_model >/dev/null
 echo "built and installed $(basename "$tarball")"
