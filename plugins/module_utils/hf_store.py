@@ -590,6 +590,8 @@ class Laydown:
 
     # -- building a revision -----------------------------------------------------------------
     def _build(self, sha, plan):
+        # Space first, before anything is written: a run that cannot fit leaves nothing behind.
+        self._space_check(sha, plan)
         staging_root = os.path.join(self.dest, ".staging")
         stage = self.stage_dir(sha)
         files_dir = os.path.join(stage, "files")
