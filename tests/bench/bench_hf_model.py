@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark of rhoim.inference.hf_model against ``hf download`` (not a test; ``make test`` does not run it).
 
     .venv/bin/python tests/bench/bench_hf_model.py [--size-gib 2] [--files 4] [--runs 3] [--noop-gib 1,8]
@@ -186,7 +185,7 @@ def main():
             dest = os.path.join(workdir, "noop-%g" % s)
             first = laydown(endpoint, repo, dest)
             times_pinned, times_branch = [], []
-            for _ in range(7):
+            for _attempt in range(7):
                 t = time.perf_counter()
                 r = laydown(endpoint, repo, dest, revision=first["revision"])
                 times_pinned.append(time.perf_counter() - t)

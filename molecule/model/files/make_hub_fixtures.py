@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Fixture repos for tests/support/hub_server.py: two small models, made the same way every time.
 
     make_hub_fixtures.py ROOT

@@ -114,7 +114,7 @@ def run_playbook(*args):
     inventory = os.path.join(SCENARIO, "tests", "inventory.yml")
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(PROJECT, "build", "collections"),
                ANSIBLE_PIPELINING="true", ANSIBLE_FORCE_COLOR="false")
-    return subprocess.run(["ansible-playbook", "-i", inventory, *args], env=env,
+    return subprocess.run(["ansible-playbook", "-i", inventory, *args], env=env, check=False,
                           capture_output=True, text=True, timeout=300)
 
 

@@ -90,7 +90,7 @@ def playbook(hub, extra_args=(), background=False, **hf):
     cmd += [*extra_args, os.path.join(HERE, "hf_model.yml")]
     if background:
         return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
 
 
 def result_of(run):
