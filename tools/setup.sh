@@ -94,6 +94,11 @@ step_host_image() {
   "$ROOT/tests/support/host-image/build.sh"
 }
 
+# The same image with vLLM's CPU build in it, for make demo and the end-to-end run.
+step_vllm_image() {
+  "$ROOT/tests/support/host-image/vllm-image.sh"
+}
+
 step_wheelhouse() {
   local req="$ROOT/tests/support/wheelhouse-requirements.txt" stamp="$WHEELHOUSE/.rhoim-requirements"
   if [ -f "$stamp" ] && cmp -s "$req" "$stamp"; then
@@ -108,7 +113,8 @@ step_wheelhouse() {
 
 case "${1:-all}" in
   all)
-    step_packages; step_podman_config; step_venv; step_ansible_test_bootstrap; step_host_image; step_wheelhouse ;;
-  packages|podman_config|venv|ansible_test_bootstrap|host_image|wheelhouse) "step_$1" ;;
-  *) echo "usage: $0 [all|packages|podman_config|venv|ansible_test_bootstrap|host_image|wheelhouse]" >&2; exit 2 ;;
+    step_packages; step_podman_config; step_venv; step_ansible_test_bootstrap; step_host_image; step_wheelhouse
+    step_vllm_image ;;
+  packages|podman_config|venv|ansible_test_bootstrap|host_image|wheelhouse|vllm_image) "step_$1" ;;
+  *) echo "usage: $0 [all|packages|podman_config|venv|ansible_test_bootstrap|host_image|wheelhouse|vllm_image]" >&2; exit 2 ;;
 esac

@@ -1,62 +1,123 @@
-"""End to end: site.yml through ansible-runner against a local systemd host."""
+"""End to end: site.yml through ansible-runner against a local systemd host.
+
+The host comes from the test-host image with vLLM's CPU build in it; a Hub stand-in on the
+controller serves a tiny model made here; site.yml lays it down with the model role and serves
+it with vllm_service, as `ansible-playbook site.yml` does for users.
+"""
 
 import json
 import os
 import subprocess
+import sys
 
 import ansible_runner
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-LOCAL_HOST = os.path.join(ROOT, "tests", "support", "local_host.sh")
+SUPPORT = os.path.join(ROOT, "tests", "support")
+sys.path.insert(0, SUPPORT)
+
+from hub_server import HubServer  # noqa: E402  (test support, not a package)
+
 HOST = "rhoim-e2e-1"
+REPO = "rhoim-e2e/tiny-llama"
+PODMAN = {"ansible_connection": "containers.podman.podman", "ansible_python_interpreter": "/usr/bin/python3"}
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hub")
+    subprocess.run([sys.executable, os.path.join(SUPPORT, "make_tiny_model.py"), str(root / REPO / "refs" / "main")], check=True, capture_output=True)
+    # Hosts reach the controller as host.containers.internal.
+    server = HubServer(str(root), host="0.0.0.0", cdn_host="host.containers.internal")
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="module")
 def inference_host():
-    subprocess.run([LOCAL_HOST, "up", HOST], check=True)
+    env = dict(os.environ, RHOIM_HOST_IMAGE="localhost/rhoim-test-host-vllm")
+    subprocess.run([os.path.join(SUPPORT, "local_host.sh"), "up", HOST], check=True, env=env)
     yield HOST
-    subprocess.run([LOCAL_HOST, "down", HOST], check=True)
+    subprocess.run([os.path.join(SUPPORT, "local_host.sh"), "down", HOST], check=True)
 
 
-def run_site(tmp_path, host, **extra):
-    inventory = {
-        "inference": {"hosts": {host: {"ansible_connection": "containers.podman.podman", "ansible_python_interpreter": "/usr/bin/python3"}}}
-    }
-    (tmp_path / "inventory").mkdir(exist_ok=True)
-    (tmp_path / "inventory" / "hosts.json").write_text(json.dumps(inventory))
+def run_site(private_dir, hosts, group_vars=None):
+    inventory = {"inference": {"hosts": {h: PODMAN for h in hosts}, "vars": group_vars or {}}}
+    (private_dir / "inventory").mkdir(exist_ok=True)
+    (private_dir / "inventory" / "hosts.json").write_text(json.dumps(inventory))
     return ansible_runner.run(
-        private_data_dir=str(tmp_path),
+        private_data_dir=str(private_dir),
         project_dir=ROOT,
         playbook=os.path.join(ROOT, "site.yml"),
         quiet=True,
         envvars={"ANSIBLE_COLLECTIONS_PATH": os.path.join(ROOT, "build", "collections")},
-        **extra,
     )
 
 
-def test_site_converges_a_systemd_host(tmp_path, inference_host):
-    result = run_site(tmp_path, inference_host)
+def serving_vars(hub):
+    return {
+        "model_hub_endpoint": "http://host.containers.internal:%d" % hub.port,
+        "model_pip_find_links": "/var/cache/rhoim/wheelhouse",
+        "model_pip_extra_args": "--no-index",
+        "model_models": [{"name": "tiny", "repo_id": REPO, "revision": "main"}],
+        "vllm_service_install": False,
+        "vllm_service_models": [
+            {"name": "tiny", "dtype": "float32", "max_model_len": 256, "cpu_kvcache_space": 1, "extra": {"enforce-eager": True}}
+        ],
+    }
+
+
+def completion_on(host):
+    # The header file keeps the key out of curl's command line.
+    script = (
+        "umask 077; printf 'Authorization: Bearer %s\\n' \"$(head -n1 /etc/rhoim/credentials/tiny.api_key)\" >/run/e2e-auth; "
+        "curl -sS --fail -H @/run/e2e-auth -H 'Content-Type: application/json' "
+        "-d '{\"model\": \"tiny\", \"prompt\": \"def hello(\", \"max_tokens\": 8, \"temperature\": 0}' "
+        "http://127.0.0.1:8000/v1/completions; rm -f /run/e2e-auth"
+    )
+    out = subprocess.run(["podman", "exec", host, "sh", "-c", script], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)
+
+
+def test_site_lays_down_and_serves_a_model(tmp_path, hub, inference_host):
+    result = run_site(tmp_path, [inference_host], serving_vars(hub))
     assert result.status == "successful", result.stdout.read()
-    assert result.stats["ok"].get(inference_host, 0) >= 2
-    assert not result.stats["failures"]
+    answer = completion_on(inference_host)
+    assert answer["model"] == "tiny"
+    assert answer["usage"]["completion_tokens"] == 8
+    assert answer["choices"][0]["text"]
+    served = subprocess.run(
+        ["podman", "exec", inference_host, "readlink", "/var/lib/rhoim/models/tiny/current"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    config = subprocess.run(["podman", "exec", inference_host, "cat", "/etc/rhoim/vllm/tiny.yaml"], check=True, capture_output=True, text=True).stdout
+    # The unit serves the revision the model role laid down.
+    assert os.path.basename(served) in config
+
+
+def test_site_a_second_run_changes_nothing(tmp_path, hub, inference_host):
+    hub.clear_log()
+    result = run_site(tmp_path, [inference_host], serving_vars(hub))
+    assert result.status == "successful", result.stdout.read()
+    assert result.stats["changed"].get(inference_host, 0) == 0, result.stats
+    # A branch costs one revision request; nothing is downloaded again.
+    paths = [e["path"] for e in hub.log]
+    assert paths, "the model role did not ask the Hub for the branch's commit"
+    assert not [p for p in paths if "/resolve/" in p or p.startswith("/_cdn/")], paths
 
 
 @pytest.fixture()
 def host_without_systemd():
     name = "rhoim-e2e-nosystemd"
     subprocess.run(["podman", "rm", "-f", name], check=False, capture_output=True)
-    subprocess.run(
-        ["podman", "run", "-d", "--name", name, "localhost/rhoim-test-host:current", "sleep", "infinity"],
-        check=True,
-        capture_output=True,
-    )
+    subprocess.run(["podman", "run", "-d", "--name", name, "localhost/rhoim-test-host:current", "sleep", "infinity"], check=True, capture_output=True)
     yield name
     subprocess.run(["podman", "rm", "-f", "-t", "0", name], check=True, capture_output=True)
 
 
 def test_site_refuses_a_host_without_systemd(tmp_path, host_without_systemd):
-    result = run_site(tmp_path, host_without_systemd)
+    result = run_site(tmp_path, [host_without_systemd])
     assert result.status == "failed"
     messages = [e["event_data"].get("res", {}).get("msg", "") for e in result.events if e["event"] == "runner_on_failed"]
     assert any("needs systemd" in m for m in messages), messages
