@@ -32,7 +32,7 @@ setup:
 lint: setup
 	yamllint -s .
 	ruff check .
-	shellcheck tools/*.sh tests/support/host-image/build.sh
+	shellcheck tools/*.sh tests/support/*.sh tests/support/host-image/*.sh roles/vllm_service/files/rhoim-vllm-serve
 	ansible-lint
 	antsibull-changelog lint
 

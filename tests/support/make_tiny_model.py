@@ -109,18 +109,18 @@ SYLLABLES = (
 def build_corpus(rng, sentences=6000, code_lines=4000):
     """Return a list of lines, the same for the same ``rng`` state on every machine."""
     # Made-up words widen the corpus so that BPE training fills the whole vocabulary.
-    made_up = ["".join(SYLLABLES[rng.randrange(len(SYLLABLES))] for _ in range(rng.randrange(2, 5))) for _ in range(1500)]
+    made_up = ["".join(SYLLABLES[rng.randrange(len(SYLLABLES))] for _unused in range(rng.randrange(2, 5))) for _unused in range(1500)]
     lexicon = list(WORDS) + made_up
     lines = []
-    for _ in range(sentences):
+    for _unused in range(sentences):
         n = rng.randrange(4, 16)
-        words = [lexicon[rng.randrange(len(lexicon))] for _ in range(n)]
+        words = [lexicon[rng.randrange(len(lexicon))] for _unused in range(n)]
         words[0] = words[0].capitalize()
         if rng.random() < 0.3:
             words.insert(rng.randrange(len(words)), str(rng.randrange(0, 10000)))
         end = ".?!"[rng.randrange(3)]
         lines.append(" ".join(words) + end)
-    for _ in range(code_lines):
+    for _unused in range(code_lines):
         tmpl = CODE_LINES[rng.randrange(len(CODE_LINES))]
         w = WORDS[rng.randrange(len(WORDS))]
         v = WORDS[rng.randrange(len(WORDS))]
@@ -153,7 +153,7 @@ def uniform_tensor(rng, count, std=PROJ_STD):
     """``count`` float32 values uniform in [-a, a), a = std*sqrt(3): exact IEEE ops only."""
     a = std * 3.0**0.5  # ** 0.5 is correctly rounded sqrt
     r = rng.random
-    return array("f", [(2.0 * r() - 1.0) * a for _ in range(count)])
+    return array("f", [(2.0 * r() - 1.0) * a for _unused in range(count)])
 
 
 def byte_level_decoder():
@@ -239,13 +239,16 @@ def write_json(path, obj):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     ap.add_argument("outdir", help="directory to write the model into (created if missing)")
     ap.add_argument("--seed", type=int, default=20240601, help="PRNG seed (default %(default)s)")
     args = ap.parse_args(argv)
 
     os.makedirs(args.outdir, exist_ok=True)
-    out = lambda name: os.path.join(args.outdir, name)  # noqa: E731
+
+    def out(name):
+        return os.path.join(args.outdir, name)
+
 
     rng = random.Random(args.seed)
     tok = train_tokenizer(build_corpus(rng))
