@@ -249,7 +249,6 @@ def main(argv=None):
     def out(name):
         return os.path.join(args.outdir, name)
 
-
     rng = random.Random(args.seed)
     tok = train_tokenizer(build_corpus(rng))
     # Tokenizer.save() writes compact JSON; re-dump it with a fixed layout.
