@@ -37,6 +37,9 @@ case $cmd in
       podman exec "$name" systemctl --failed --no-legend >&2 || true
       exit 1
     fi
+    # podman leaves / a private mount; systemd on a real host makes it shared, and units need
+    # that for LoadCredential= (an empty $CREDENTIALS_DIRECTORY otherwise).
+    podman exec "$name" mount --make-rshared /
     ;;
   down)
     podman rm -f -t 5 "$name" >/dev/null 2>&1 || true
