@@ -37,6 +37,9 @@ import urllib.request
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 CHUNK_SIZE = 4 * 1024 * 1024
+# Reads from the network are smaller than hashing reads from disk: progress moves in 1 MiB
+# steps on a slow link, and a killed run loses at most 1 MiB that was read but not written.
+READ_SIZE = 1024 * 1024
 USER_AGENT = "rhoim.inference-hf_model/0.1"
 RETRY_STATUS = (408, 429, 500, 502, 503, 504)
 REDIRECT_STATUS = (301, 302, 303, 307, 308)
@@ -437,12 +440,14 @@ class HubClient:
                 raise _Retryable("%s: %s" % (type(exc).__name__, exc)) from None
         raise HubError("http", self._msg("Too many redirects for %s" % self._where(repo_id, commit, path)))
 
-    def download(self, repo_id, commit, rf, part_path, progress=None):
+    def download(self, repo_id, commit, rf, part_path, progress=None, fsync=True):
         """Download ``rf`` into ``part_path``, resuming what is there, verifying while streaming.
 
         Returns the number of bytes transferred.  On success ``part_path`` holds exactly the
-        expected bytes, fsynced.  A checksum mismatch deletes the partial and fetches once more
-        (counting as a retry); a second mismatch raises :class:`ChecksumError`.
+        expected bytes, fsynced unless ``fsync`` is false (the caller then syncs it, for example
+        in the background while the next file downloads).  A checksum mismatch deletes the
+        partial and fetches once more (counting as a retry); a second mismatch raises
+        :class:`ChecksumError`.
         """
         # Seed the hash with what an earlier (possibly killed) run left behind.
         try:
@@ -450,7 +455,7 @@ class HubClient:
         except (IOError, OSError):
             hasher, offset = rf.new_hasher(), 0
         if offset > rf.size:
-            _unlink(part_path)
+            unlink_missing_ok(part_path)
             hasher, offset = rf.new_hasher(), 0
         state = {"hasher": hasher, "offset": offset}
         transferred = 0
@@ -459,19 +464,19 @@ class HubClient:
         while True:
             try:
                 if state["offset"] < rf.size:
-                    transferred += self._fetch_once(repo_id, commit, rf, part_path, state, progress)
+                    transferred += self._fetch_once(repo_id, commit, rf, part_path, state, progress, fsync)
                 got = state["hasher"].hexdigest()
                 if got != rf.expected:
                     raise _Mismatch(got)
                 return transferred
             except _Restart:
-                _unlink(part_path)
+                unlink_missing_ok(part_path)
                 state["hasher"], state["offset"] = rf.new_hasher(), 0
                 attempt += 1
                 if attempt > self.retries:
                     raise HubError("http", self._msg("Range requests keep failing for %s" % self._where(repo_id, commit, rf.path))) from None
             except _Mismatch as exc:
-                _unlink(part_path)
+                unlink_missing_ok(part_path)
                 state["hasher"], state["offset"] = rf.new_hasher(), 0
                 attempt += 1
                 if refetched or attempt > self.retries:
@@ -488,7 +493,7 @@ class HubClient:
                         attempt, self._where(repo_id, commit, rf.path), exc.reason)), repo_id=repo_id, revision=commit, file=rf.path) from None
                 self.sleep(self._delay(attempt, exc.retry_after))
 
-    def _fetch_once(self, repo_id, commit, rf, part_path, state, progress):
+    def _fetch_once(self, repo_id, commit, rf, part_path, state, progress, fsync=True):
         # A fresh request to the endpoint on every try: a signed CDN URL from an earlier
         # redirect may have expired.
         headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
@@ -511,7 +516,7 @@ class HubClient:
                 mode = "wb"
             else:
                 raise _Retryable("unexpected HTTP %s" % status)
-            buf = bytearray(self.chunk_size)
+            buf = bytearray(min(self.chunk_size, READ_SIZE))
             mv = memoryview(buf)
             with open(part_path, mode, buffering=0) as f:
                 if mode == "ab":
@@ -539,8 +544,9 @@ class HubClient:
                         if progress is not None:
                             progress(rf.path, n)
                 finally:
-                    if moved:
-                        f.flush()
+                    # A partial left for the next run is always synced; a complete file only
+                    # when the caller does not sync it itself.
+                    if moved and (fsync or state["offset"] < rf.size):
                         os_fsync(f)
             if state["offset"] < rf.size:
                 raise _Retryable("connection closed at byte %d of %d" % (state["offset"], rf.size), progress=moved > 0)
@@ -565,7 +571,7 @@ def _write(f, data, path):
         raise
 
 
-def _unlink(path):
+def unlink_missing_ok(path):
     try:
         os.unlink(path)
     except OSError as exc:

@@ -1,27 +1,13 @@
 """hf_hub + hf_store end to end against tests/support/hub_server.py (loopback, real huggingface_hub)."""
 
-import importlib.util
 import os
-import tempfile
 
 import pytest
 
-os.environ["HF_HUB_DISABLE_XET"] = "1"
-os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
-os.environ.pop("HF_HUB_OFFLINE", None)
-os.environ.pop("HF_TOKEN", None)
-os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="hfmodel-hf-home-"))
-pytest.importorskip("huggingface_hub")
-
+import hub_server  # tests/support, on the path from tests/unit/conftest.py
+from ansible_collections.rhoim.inference.plugins.module_utils import hf_hub
 from ansible_collections.rhoim.inference.plugins.module_utils.hf_hub import ChecksumError, HubClient, HubError
 from ansible_collections.rhoim.inference.plugins.module_utils.hf_store import Laydown
-
-_SERVER_PY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "support", "hub_server.py")
-if not os.path.exists(_SERVER_PY):  # pragma: no cover
-    pytest.skip("tests/support/hub_server.py not there", allow_module_level=True)
-_spec = importlib.util.spec_from_file_location("hub_server_for_hf_model", _SERVER_PY)
-hub_server = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(hub_server)
 
 TOKEN = "hf_e2e_token_abcdef"  # noqa: S105 - a fixture token
 REPO = "acme/tiny"
@@ -101,6 +87,24 @@ def test_resume_after_kill_uses_range(hub, tmp_path):
     ranged = [x for x in gets(hub) if x["role"] == "cdn"]
     assert ranged and ranged[0]["status"] == 206 and ranged[0]["range"].startswith("bytes=")
     assert r["bytes_downloaded"] < BIG + 100
+
+
+def test_partial_is_synced_and_complete_file_left_to_the_caller(hub, tmp_path, monkeypatch):
+    synced = []
+    monkeypatch.setattr(hf_hub, "os_fsync", lambda f: synced.append(os.path.getsize(f.name)))
+    client = HubClient(hub.url, token=TOKEN, retries=0, backoff=0.01, timeout=10, sleep=lambda s: None, chunk_size=64 * 1024)
+    commit = hub.commit_sha(REPO)
+    rf = next(f for f in client.list_files(REPO, commit) if f.path == "model.safetensors")
+    part = str(tmp_path / "model.part")
+    hub.add_fault("drop", path_glob="model.safetensors", after_bytes=1024 * 1024, count=1)
+    with pytest.raises(HubError):
+        client.download(REPO, commit, rf, part, fsync=False)
+    assert synced == [os.path.getsize(part)] and 0 < synced[0] < BIG  # kept for the next run: synced
+    assert client.download(REPO, commit, rf, part, fsync=False) == BIG - synced[0]
+    assert len(synced) == 1 and os.path.getsize(part) == BIG  # complete: the caller syncs it
+    os.unlink(part)
+    client.download(REPO, commit, rf, part)
+    assert synced[-1] == BIG
 
 
 def test_corrupt_bytes_refetched(hub, tmp_path):

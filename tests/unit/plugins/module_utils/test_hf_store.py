@@ -11,6 +11,7 @@ import pytest
 from ansible_collections.rhoim.inference.plugins.module_utils import hf_store
 from ansible_collections.rhoim.inference.plugins.module_utils.hf_hub import DiskFullError, HfModelError, RemoteFile
 from ansible_collections.rhoim.inference.plugins.module_utils.hf_store import (
+    BackgroundSync,
     FileLock,
     Laydown,
     LockError,
@@ -57,7 +58,7 @@ class FakeHub:
             # The tests set it to an exception; pylint infers only the None above.
             raise error  # pylint: disable=raising-bad-type
 
-    def download(self, repo_id, commit, rf, part, progress=None):
+    def download(self, repo_id, commit, rf, part, progress=None, fsync=True):
         self.calls.append(("get", rf.path))
         self._maybe_fail()
         data = self.commits[commit][rf.path]
@@ -329,6 +330,62 @@ def test_disk_full_during_download_cleans_staging_keeps_current(hub, dest):
         run(hub, dest, revision="v3")
     msg = str(ei.value)
     assert "staging removed" in msg and C in msg and REPO in msg and "config.json" in msg
+    assert os.readlink(os.path.join(dest, "current")) == A
+    assert not os.path.exists(os.path.join(dest, ".staging", C))
+    assert not os.path.exists(os.path.join(dest, C))
+
+
+def test_background_sync_syncs_every_file_before_wait_returns(tmp_path, monkeypatch):
+    synced = []
+    real_fsync = os.fsync
+
+    def slow_fsync(fd):
+        time.sleep(0.05)
+        synced.append(os.readlink("/proc/self/fd/%d" % fd))
+        real_fsync(fd)
+
+    monkeypatch.setattr(hf_store.os, "fsync", slow_fsync)
+    paths = []
+    for i in range(3):
+        paths.append(str(tmp_path / ("f%d" % i)))
+        with open(paths[-1], "wb") as f:
+            f.write(b"x" * 10)
+    syncer = BackgroundSync()
+    try:
+        for p in paths:
+            syncer.add(p)
+        syncer.wait()
+        assert synced == paths
+    finally:
+        syncer.close()
+
+
+def test_background_sync_error_names_the_file(tmp_path):
+    syncer = BackgroundSync()
+    try:
+        syncer.add(str(tmp_path / "gone"))
+        with pytest.raises(OSError) as ei:
+            syncer.wait()
+        assert ei.value.filename == str(tmp_path / "gone")
+    finally:
+        syncer.close()
+
+
+def test_disk_full_at_writeback_cleans_staging_keeps_current(hub, dest, monkeypatch):
+    """ENOSPC can surface only at fsync (delayed allocation): same outcome as during the download."""
+    run(hub, dest)
+    real_fsync = os.fsync
+
+    def enospc_for_weights(fd):
+        if os.readlink("/proc/self/fd/%d" % fd).endswith("model.safetensors"):
+            raise OSError(28, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(hf_store.os, "fsync", enospc_for_weights)
+    with pytest.raises(DiskFullError) as ei:
+        run(hub, dest, revision="v3")
+    msg = str(ei.value)
+    assert "file model.safetensors;" in msg and "staging removed" in msg and C in msg
     assert os.readlink(os.path.join(dest, "current")) == A
     assert not os.path.exists(os.path.join(dest, ".staging", C))
     assert not os.path.exists(os.path.join(dest, C))
