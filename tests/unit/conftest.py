@@ -1,7 +1,11 @@
-"""Make the checkout importable as ``ansible_collections.rhoim.inference`` for plain pytest.
+"""Shared set-up of the unit tests, done before any test module is imported.
 
-ansible-test does this itself; plain pytest needs a folder whose path ends in
-``ansible_collections/rhoim/inference``. A symlink is enough for imports.
+* The checkout becomes importable as ``ansible_collections.rhoim.inference``: ansible-test does
+  this itself; plain pytest needs a folder whose path ends in ``ansible_collections/rhoim/inference``.
+  A symlink is enough for imports.
+* ``tests/support`` is importable, so tests ``import hub_server`` (the Hub stand-in).
+* huggingface_hub reads its settings when first imported: they are pinned here, before that, so
+  that no test reaches the network or the user's Hub cache and token.
 """
 
 import os
@@ -28,3 +32,14 @@ def _collection_parent():
 _PARENT = _collection_parent()
 if _PARENT not in sys.path:
     sys.path.insert(0, _PARENT)
+
+_SUPPORT = os.path.join(_ROOT, "tests", "support")
+if _SUPPORT not in sys.path:
+    sys.path.insert(0, _SUPPORT)
+
+os.environ["HF_HUB_DISABLE_XET"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+os.environ.pop("HF_HUB_OFFLINE", None)
+os.environ.pop("HF_TOKEN", None)
+os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="rhoim-unit-hf-home-"))

@@ -2,7 +2,6 @@
 
 import hashlib
 import http.client
-import importlib.util
 import json
 import os
 import shutil
@@ -10,36 +9,22 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
 from urllib.parse import urlsplit
 
+import httpx2  # a dependency of huggingface_hub
+import huggingface_hub as hf
 import pytest
-
-# huggingface_hub reads its settings when first imported: pin them before that.
-os.environ["HF_HUB_DISABLE_XET"] = "1"
-os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
-os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
-os.environ.pop("HF_HUB_OFFLINE", None)
-os.environ.pop("HF_TOKEN", None)
-os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="hubsrv-hf-home-"))
-
-hf = pytest.importorskip("huggingface_hub")
-import httpx2  # noqa: E402  (a dependency of huggingface_hub)
-from huggingface_hub import constants as hf_constants  # noqa: E402
-from huggingface_hub.errors import (  # noqa: E402
+from huggingface_hub import constants as hf_constants
+from huggingface_hub.errors import (
     GatedRepoError,
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_SERVER_PY = os.path.join(os.path.dirname(os.path.dirname(_HERE)), "support", "hub_server.py")
-_spec = importlib.util.spec_from_file_location("hub_server", _SERVER_PY)
-hub_server = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(hub_server)
+import hub_server  # tests/support, on the path from tests/unit/conftest.py
 
 TOKEN = "hf_test_token_123"  # noqa: S105 - a fixture token
 BAD_TOKEN = "hf_not_a_known_token"  # noqa: S105
@@ -415,7 +400,7 @@ def test_cli_port_file_and_sigterm(root, tmp_path):
     proc = subprocess.Popen(
         [
             sys.executable,
-            _SERVER_PY,
+            hub_server.__file__,
             "--root",
             root,
             "--port",

@@ -1,28 +1,15 @@
 """rhoim.inference.hf_model main(): argument handling, check mode, real mode, errors (loopback Hub)."""
 
-import importlib.util
 import json
 import os
-import tempfile
 
 import pytest
 
-os.environ["HF_HUB_DISABLE_XET"] = "1"
-os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
-os.environ.pop("HF_HUB_OFFLINE", None)
-os.environ.pop("HF_TOKEN", None)
-os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="hfmodel-hf-home-"))
-pytest.importorskip("huggingface_hub")
-
+import hub_server  # tests/support, on the path from tests/unit/conftest.py
 from ansible.module_utils import basic
 from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.rhoim.inference.plugins.modules import hf_model
-
-_SERVER_PY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "support", "hub_server.py")
-_spec = importlib.util.spec_from_file_location("hub_server_for_hf_model_module", _SERVER_PY)
-hub_server = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(hub_server)
 
 TOKEN = "hf_module_token_secret"  # noqa: S105 - a fixture token
 
