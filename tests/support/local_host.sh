@@ -2,7 +2,8 @@
 # A local stand-in for a GPU host: a podman container from the test-host image running
 # systemd as PID 1, reachable over Ansible's podman connection.
 # Models: a booted systemd host with Python, package-mode (not bootc); CAP_SYS_ADMIN lets systemd
-# give units their own mount namespaces (ProtectSystem=, PrivateTmp=) as on a real host. Does not model: a
+# give units their own mount namespaces (ProtectSystem=, PrivateTmp=) as on a real host, CAP_NET_ADMIN
+# lets firewalld (enabled in the vLLM host image) filter the host's own network. Does not model: a
 # kernel, GPUs, bootc/ostree, SELinux.
 #   local_host.sh up NAME [PODMAN-RUN-ARGS...]   start (or reuse) and wait for systemd
 #   local_host.sh down NAME                      remove it
@@ -23,7 +24,7 @@ case $cmd in
       mounts=()
       [ -d "$WHEELHOUSE" ] && mounts=(-v "$WHEELHOUSE:/var/cache/rhoim/wheelhouse:ro")
       podman run -d --name "$name" --hostname "$name" --network "$NETWORK" --systemd=always \
-        --shm-size=1g --cap-add=SYS_ADMIN --label org.rhoim.local-host=1 "${mounts[@]}" "$@" "$IMAGE" /sbin/init >/dev/null
+        --shm-size=1g --cap-add=SYS_ADMIN --cap-add=NET_ADMIN --label org.rhoim.local-host=1 "${mounts[@]}" "$@" "$IMAGE" /sbin/init >/dev/null
     fi
     # Until systemd's bus is up, systemctl cannot even ask; then --wait blocks until boot ends.
     state=

@@ -10,6 +10,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -100,8 +102,8 @@ def key_file_on_controller(host):
     os.unlink(path)
 
 
-def run_converge(extra_vars=None):
-    """ansible-playbook -vvv of converge.yml against the host; returns (rc, output)."""
+def run_converge(extra_vars=None, check=False):
+    """ansible-playbook -vvv of converge.yml against the host (--check --diff if check); returns (rc, output)."""
     scenario = os.environ.get("MOLECULE_SCENARIO_DIRECTORY", os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     project = os.environ.get("MOLECULE_PROJECT_DIRECTORY", os.path.dirname(os.path.dirname(scenario)))
     env = dict(os.environ)
@@ -116,6 +118,8 @@ def run_converge(extra_vars=None):
     cmd = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-vvv", "-i", CONTAINER + ",", "-c", "containers.podman.podman"]
     if extra_vars:
         cmd += ["-e", json.dumps(extra_vars)]
+    if check:
+        cmd += ["--check", "--diff"]
     cmd.append(os.path.join(scenario, "converge.yml"))
     proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1200, check=False)
     return proc.returncode, proc.stdout
@@ -174,6 +178,42 @@ def test_settings_live_in_etc(host):
 
 def test_port_listening(host):
     assert host.socket("tcp://0.0.0.0:8000").is_listening
+
+
+def container_ip():
+    out = subprocess.run(["podman", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", CONTAINER],
+                         check=True, stdout=subprocess.PIPE, text=True).stdout.split()
+    assert out, "no IP address for %s" % CONTAINER
+    return out[0]
+
+
+def reachable_from_controller(ip, port, path="/"):
+    """HTTP status of a GET from the controller, over the network; None when no connection."""
+    try:
+        with urllib.request.urlopen("http://%s:%d%s" % (ip, port, path), timeout=5) as resp:  # noqa: S310 - test URL
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return None
+
+
+def test_firewalld_lets_the_port_in_and_keeps_others_out(host):
+    assert host.run("firewall-cmd --state").rc == 0
+    assert host.run("firewall-cmd --query-port=8000/tcp").rc == 0
+    ip = container_ip()
+    assert reachable_from_controller(ip, 8000, "/health") == 200
+    # A listener on a port nobody opened answers on the host, but not from outside.
+    host.check_output("systemd-run --unit rhoim-test-probe python3 -m http.server 9999")
+    try:
+        for _attempt in range(20):
+            if host.run("curl -fsS -o /dev/null http://127.0.0.1:9999/").rc == 0:
+                break
+            time.sleep(0.5)
+        assert host.run("curl -fsS -o /dev/null http://127.0.0.1:9999/").rc == 0
+        assert reachable_from_controller(ip, 9999) is None
+    finally:
+        host.run("systemctl stop rhoim-test-probe")
 
 
 def test_models_lists_the_served_name(host):
@@ -271,6 +311,19 @@ def test_key_absent_from_process_lists_for_other_users(host, key_file_on_control
     assert host.run("runuser -u nobody -- cat /proc/%s/environ" % pid).rc != 0
 
 
+def test_check_mode_reports_a_change_and_makes_none(host, key_file_on_controller):
+    before = (show(host, "MainPID"), host.file("/etc/rhoim/vllm/tiny.yaml").content_string)
+    rc, out = run_converge(check=True)
+    assert rc == 0, out[-4000:]
+    assert re.search(r"changed=0\s", out), out[-2000:]
+    rc, out = run_converge({"molecule_max_model_len": 64}, check=True)
+    assert rc == 0, out[-4000:]
+    assert_key_absent(out, key_file_on_controller, "ansible-playbook --check --diff -vvv output")
+    assert re.search(r"changed=[1-9]", out), out[-2000:]
+    assert "+max-model-len: 64" in out and "-max-model-len: 256" in out
+    assert (show(host, "MainPID"), host.file("/etc/rhoim/vllm/tiny.yaml").content_string) == before
+
+
 def test_config_change_restarts_once_and_ansible_log_keeps_the_key(host, key_file_on_controller):
     for max_len, extra in ((128, {"molecule_max_model_len": 128}), (256, None)):
         before = {p: show(host, p) for p in ("NRestarts", "MainPID", "ActiveEnterTimestamp")}
@@ -286,6 +339,78 @@ def test_config_change_restarts_once_and_ansible_log_keeps_the_key(host, key_fil
         assert started_since(host, mark) == 1
         status, body = curl(host, "/v1/models", auth=True)
         assert status == 200 and json.loads(body)["data"][0]["max_model_len"] == max_len
+
+
+TLS_MODEL = {
+    "name": "tiny-tls", "model": "/var/lib/rhoim/models/tiny/current", "port": 8443, "dtype": "float32",
+    "max_model_len": 256, "cpu_kvcache_space": 1, "extra": {"enforce-eager": True},
+    "tls_certfile": "/etc/rhoim/tls/tiny-tls.crt", "tls_keyfile": "/etc/rhoim/tls/tiny-tls.key",
+}
+TLS_UNIT = "rhoim-vllm@tiny-tls.service"
+TLS_FILES = ("/etc/rhoim/vllm/tiny-tls.yaml", "/etc/rhoim/vllm/tiny-tls.env", "/etc/rhoim/credentials/tiny-tls.api_key",
+             "/etc/systemd/system/rhoim-vllm@tiny-tls.service.d")
+
+
+def test_second_model_over_tls_side_by_side_then_removed(host, key_file_on_controller):
+    """A second unit serves over TLS next to tiny without touching it; state: absent removes it again."""
+    tiny_pid = show(host, "MainPID")
+    rc, out = run_converge({"molecule_extra_models": [TLS_MODEL]})
+    assert rc == 0, out[-4000:]
+    assert host.service(TLS_UNIT).is_running and host.service(TLS_UNIT).is_enabled
+    assert host.run("firewall-cmd --query-port=8443/tcp").rc == 0
+    # The key file is root-only; the unit reads it as a credential and runs as the service user.
+    assert host.file("/etc/rhoim/tls/tiny-tls.key").mode == 0o600
+    assert host.check_output("systemctl show -P User %s" % TLS_UNIT) == USER
+    auth = host.run('sh -c \'umask 077; printf "Authorization: Bearer %s\\n" "$(cat /etc/rhoim/credentials/tiny-tls.api_key)"'
+                    ' > /root/.rhoim-test-tls-header\'')
+    assert auth.rc == 0, auth.stderr
+    body = json.dumps({"model": "tiny-tls", "prompt": "def hello(", "max_tokens": 4})
+    done = host.run("curl -sS --max-time 120 --cacert /etc/rhoim/tls/tiny-tls.crt -H @/root/.rhoim-test-tls-header "
+                    "-H 'Content-Type: application/json' --data-binary '%s' https://127.0.0.1:8443/v1/completions" % body)
+    assert done.rc == 0, done.stderr
+    assert json.loads(done.stdout)["usage"]["completion_tokens"] > 0
+    # No plain HTTP on the TLS port, and the other model's key does not open it.
+    assert host.run("curl -sS --max-time 10 http://127.0.0.1:8443/health").rc != 0
+    other = host.run("curl -sS --max-time 30 -o /dev/null -w '%%{http_code}' --cacert /etc/rhoim/tls/tiny-tls.crt "
+                     "-H @%s https://127.0.0.1:8443/v1/models" % HEADER)
+    assert other.stdout == "401"
+    assert show(host, "MainPID") == tiny_pid
+
+    removed = {"molecule_extra_models": [{"name": "tiny-tls", "state": "absent"}]}
+    for attempt in (1, 2):
+        rc, out = run_converge(removed)
+        assert rc == 0, out[-4000:]
+        assert_key_absent(out, key_file_on_controller, "ansible-playbook -vvv output")
+        if attempt == 2:
+            assert re.search(r"changed=0\s", out), out[-2000:]
+    assert host.run("systemctl is-active %s" % TLS_UNIT).stdout.strip() == "inactive"
+    assert host.run("systemctl is-enabled %s" % TLS_UNIT).stdout.strip() != "enabled"
+    for path in TLS_FILES:
+        assert not host.file(path).exists, path
+    assert not host.socket("tcp://0.0.0.0:8443").is_listening
+    assert host.run("firewall-cmd --query-port=8443/tcp").rc != 0
+    assert host.run("firewall-cmd --query-port=8000/tcp").rc == 0
+    assert host.file("/var/lib/rhoim/models/tiny/current/config.json").exists
+    assert show(host, "MainPID") == tiny_pid
+    host.run("rm -f /root/.rhoim-test-tls-header")
+    status, _body = curl(host, "/v1/completions", auth=True, body=BODIES["/v1/completions"])
+    assert status == 200
+
+
+def test_a_model_that_cannot_start_fails_the_run_with_its_journal(host, key_file_on_controller):
+    tiny_pid = show(host, "MainPID")
+    broken = {"name": "broken", "model": "/var/lib/rhoim/models/broken", "port": 8002, "cpu_kvcache_space": 1}
+    rc, out = run_converge({"molecule_extra_models": [broken], "vllm_service_wait_timeout": 20})
+    assert rc != 0
+    assert "did not answer on /health" in out and "== rhoim-vllm@broken.service" in out, out[-4000:]
+    # The unit's own lines, not only systemd's: vLLM said why it stopped.
+    assert re.search(r"rhoim-vllm-serve\[\d+\]|vllm\[\d+\]|python3?\[\d+\]", out), out[-4000:]
+    assert_key_absent(out, key_file_on_controller, "ansible-playbook -vvv output of a failed run")
+    rc, out = run_converge({"molecule_extra_models": [{"name": "broken", "state": "absent"}]})
+    assert rc == 0, out[-4000:]
+    assert host.run("systemctl is-active rhoim-vllm@broken.service").stdout.strip() in ("inactive", "failed")
+    assert not host.file("/etc/rhoim/vllm/broken.yaml").exists
+    assert show(host, "MainPID") == tiny_pid
 
 
 def test_kill_9_of_the_main_process_recovers(host):

@@ -64,3 +64,10 @@ def test_cuda_model_with_tls(host):
     # A given key is written as given.
     assert host.file("/etc/rhoim/credentials/big.api_key").content_string == "not-a-real-key-only-for-the-image-test\n"
     assert host.file("/etc/systemd/system/multi-user.target.wants/rhoim-vllm@big.service").is_symlink
+
+
+def test_ports_open_in_firewalld_offline_configuration(host):
+    # firewalld is installed in the image but not running: the role used firewall-offline-cmd.
+    assert host.run("firewall-cmd --state").rc != 0
+    ports = host.check_output("firewall-offline-cmd --list-ports").split()
+    assert "8000/tcp" in ports and "8001/tcp" in ports

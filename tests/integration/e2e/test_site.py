@@ -94,6 +94,8 @@ def test_site_lays_down_and_serves_a_model(tmp_path, hub, inference_host):
     config = subprocess.run(["podman", "exec", inference_host, "cat", "/etc/rhoim/vllm/tiny.yaml"], check=True, capture_output=True, text=True).stdout
     # The unit serves the revision the model role laid down.
     assert os.path.basename(served) in config
+    # The host runs firewalld (as RHEL does); the role opened the port.
+    assert subprocess.run(["podman", "exec", inference_host, "firewall-cmd", "--query-port=8000/tcp"], check=False).returncode == 0
 
 
 def test_site_a_second_run_changes_nothing(tmp_path, hub, inference_host):

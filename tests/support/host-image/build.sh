@@ -4,13 +4,15 @@
 # reused. Prints nothing when the image exists.
 #
 # What a host carries: systemd as PID 1, Python 3 with venv and pip (the roles' modules and
-# the vLLM venv), libnuma1 (vLLM's CPU build needs it), curl, iproute2, sudo, procps.
+# the vLLM venv), libnuma1 (vLLM's CPU build needs it), curl, iproute2, sudo, procps, and firewalld
+# installed but disabled (netbase gives it /etc/protocols): hosts that run it enable it and need
+# CAP_NET_ADMIN; an image build uses firewall-offline-cmd.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 IMAGE=${RHOIM_HOST_IMAGE:-localhost/rhoim-test-host}
 SUITE=bookworm
-PACKAGES=systemd,systemd-sysv,dbus,python3,python3-venv,python3-pip,libnuma1,sudo,iproute2,curl,ca-certificates,procps,less
+PACKAGES=systemd,systemd-sysv,dbus,python3,python3-venv,python3-pip,libnuma1,sudo,iproute2,curl,ca-certificates,procps,less,netbase
 RECIPE_HASH=$(sha256sum <"$HERE/build.sh" | cut -c1-12)
 
 if podman image exists "$IMAGE:$RECIPE_HASH"; then
@@ -40,9 +42,20 @@ for unit in getty.target console-getty.service systemd-udevd.service systemd-ude
   ln -sf /dev/null "$rootfs/etc/systemd/system/$unit"
 done
 
-tar -C "$rootfs" -c . | podman import -q \
-  --change 'CMD ["/sbin/init"]' --change 'STOPSIGNAL=SIGRTMIN+3' \
-  --change "LABEL org.rhoim.recipe=$RECIPE_HASH" - "$IMAGE:$RECIPE_HASH" >/dev/null
+tar -C "$rootfs" -c . | podman import -q - "$IMAGE:$RECIPE_HASH-rootfs" >/dev/null
+# firewalld's polkitd does not configure inside debootstrap's chroot: install it with apt in a
+# container. It stays off unless a host enables it (it cannot start without CAP_NET_ADMIN).
+work_ctr=rhoim-host-image-build-$$
+trap 'rm -rf "$work"; podman rm -f "$work_ctr" >/dev/null 2>&1 || true; podman rmi "$IMAGE:$RECIPE_HASH-rootfs" >/dev/null 2>&1 || true' EXIT
+podman run --name "$work_ctr" "$IMAGE:$RECIPE_HASH-rootfs" /bin/sh -euc '
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends firewalld >/dev/null
+  systemctl disable -q firewalld
+  apt-get clean
+  rm -rf /var/lib/apt/lists/*
+' >"$work/firewalld.log" 2>&1 || { tail -n 30 "$work/firewalld.log" >&2; exit 1; }
+podman commit -q --change 'CMD ["/sbin/init"]' --change 'STOPSIGNAL=SIGRTMIN+3' \
+  --change "LABEL org.rhoim.recipe=$RECIPE_HASH" "$work_ctr" "$IMAGE:$RECIPE_HASH" >/dev/null
 podman tag "$IMAGE:$RECIPE_HASH" "$IMAGE:current"
 # Images of older recipes are not used again.
 podman images --format '{{.Repository}}:{{.Tag}}' "$IMAGE" | grep -vxF -e "$IMAGE:$RECIPE_HASH" -e "$IMAGE:current" |

@@ -6,7 +6,8 @@
 # (the same steps as roles/vllm_service/tasks/install_native.yml). Tagged by a hash of this recipe,
 # the wheelhouse requirements and the base image ID (and as :current); prints nothing when it exists.
 # Use it with the role's vllm_service_install: false (or leave it true: the version matches, nothing
-# is reinstalled).
+# is reinstalled). firewalld is enabled here, as on a RHEL host: hosts from this image need
+# CAP_NET_ADMIN (local_host.sh gives it), and the vllm_service role must open the port.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -40,6 +41,7 @@ podman run --name "$work" -v "$WHEELHOUSE:/var/cache/rhoim/wheelhouse:ro" "$BASE
   mkdir -p \$sp/vllm-$VERSION+cpu.dist-info
   printf 'Metadata-Version: 2.1\nName: vllm\nVersion: $VERSION+cpu\n' >\$sp/vllm-$VERSION+cpu.dist-info/METADATA
   rm -rf /root/.cache
+  systemctl enable -q firewalld
 "
 podman commit -q --change 'CMD ["/sbin/init"]' --change 'STOPSIGNAL=SIGRTMIN+3' \
   --change "LABEL org.rhoim.recipe=$RECIPE_HASH" "$work" "$IMAGE:$RECIPE_HASH" >/dev/null
