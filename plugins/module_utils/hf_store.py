@@ -130,7 +130,7 @@ class BackgroundSync:
     """fsync files on one helper thread while the caller downloads the next one.
 
     ``fsync`` releases the GIL, so the disk writes back one file while the network and the hash
-    work on the next: on a 2-core host that took a 2 GiB laydown from ~9.5 s to ~6.5 s.
+    work on the next: on a 2-core host that took a 2 GiB laydown from 8.6-10.9 s to 5.0-5.4 s.
     :meth:`wait` returns once every added file is durable, and raises the first error (EIO, or
     ENOSPC that a filesystem with delayed allocation reports only at writeback).
     """
