@@ -16,45 +16,52 @@ export PYTHONDONTWRITEBYTECODE := 1
 SCENARIOS ?= hosts model model_faults vllm_service_image vllm_service
 TEST_STAGES := setup lint sanity unit build molecule e2e
 
-.PHONY: help setup lint sanity unit build molecule e2e test demo demo-clean clean
+.PHONY: help setup setup-controller setup-hosts lint sanity unit build molecule e2e test demo demo-clean clean
 
 help:
 	@echo "make demo        serve the main job on a local systemd host"
-	@echo "make test        $(TEST_STAGES) (stops at the first failure)"
+	@echo "make test        $(TEST_STAGES) (stops at the first failure, keeps to a time budget)"
 	@echo "make setup       install what the other targets need (idempotent)"
 	@echo "make molecule SCENARIOS='hosts'   run chosen Molecule scenarios"
 	@echo "make demo-clean  remove what make demo made"
 
-setup:
-	@tools/setup.sh
+# lint, sanity, unit and build need the controller only; Molecule, e2e and the demo need hosts too.
+setup: setup-hosts
+
+setup-controller:
+	@tools/setup.sh controller
 	@tools/link-collection.sh
 
-lint: setup
+setup-hosts: setup-controller
+	@tools/setup.sh hosts
+
+lint: setup-controller
 	yamllint -s .
 	ruff check .
-	shellcheck tools/*.sh tests/support/*.sh tests/support/host-image/*.sh roles/vllm_service/files/rhoim-vllm-serve
+	shellcheck tools/*.sh tests/support/host-image/*.sh roles/vllm_service/files/rhoim-vllm-serve
 	ansible-lint
 	antsibull-changelog lint
 
-sanity: setup
+sanity: setup-controller
 	tools/sanity.sh
 
-unit: setup
+unit: setup-controller
 	pytest -q -p no:cacheprovider tests/unit
 
-build: setup
+build: setup-controller
 	tools/build-collection.sh
 
-molecule: setup
-	for s in $(SCENARIOS); do molecule test -s "$$s"; done
+molecule: setup-hosts
+	tools/run-scenarios.sh $(SCENARIOS)
 
-e2e: setup
-	pytest -q -p no:cacheprovider tests/integration/e2e
+e2e: setup-hosts
+	pytest -q -p no:cacheprovider --durations=5 -s tests/integration/e2e
 
+# The stages run one by one (python3 is Debian's or the venv's: setup makes the venv).
 test:
-	@tools/run-stages.sh $(TEST_STAGES)
+	@python3 tools/run_stages.py $(TEST_STAGES)
 
-demo: setup
+demo: setup-hosts
 	tools/demo.sh up
 
 demo-clean:

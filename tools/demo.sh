@@ -11,14 +11,16 @@ STATE=$ROOT/build/demo
 HUB_PORT=${RHOIM_DEMO_HUB_PORT:-18080}
 API_PORT=${RHOIM_DEMO_API_PORT:-18000}
 REPO=rhoim-demo/tiny-llama
+LOCAL_HOST=$ROOT/tests/support/local_host.py
 
 start_hub() {
   # The model is made here (deterministic, 2.3 MB): nothing is downloaded from a hub.
   local repo_dir=$STATE/hub/$REPO/refs/main
   [ -f "$repo_dir/model.safetensors" ] || python "$ROOT/tests/support/make_tiny_model.py" "$repo_dir" >/dev/null
   rm -f "$STATE/hub.port"
-  # Hosts reach the controller as host.containers.internal.
-  setsid python "$ROOT/tests/support/hub_server.py" --root "$STATE/hub" --host 0.0.0.0 --port "$HUB_PORT" \
+  # It listens on the controller's address on the hosts' network only (host.containers.internal
+  # for the hosts), never on every address of the machine.
+  setsid python "$ROOT/tests/support/hub_server.py" --root "$STATE/hub" --host "$(python "$LOCAL_HOST" gateway)" --port "$HUB_PORT" \
     --cdn-port $((HUB_PORT + 1)) --cdn-host host.containers.internal --port-file "$STATE/hub.port" \
     >"$STATE/hub.log" 2>&1 &
   echo $! >"$STATE/hub.pid"
@@ -35,15 +37,18 @@ stop_hub() {
 case ${1:-up} in
   up)
     mkdir -p "$STATE"
-    RHOIM_HOST_IMAGE=localhost/rhoim-test-host-vllm "$ROOT/tests/support/local_host.sh" up "$HOST" \
-      -p "127.0.0.1:$API_PORT:8000"
+    # A systemd host reached over SSH, its API port published on the controller's loopback only.
+    python "$LOCAL_HOST" up "$HOST" --image localhost/rhoim-test-host-vllm -- -p "127.0.0.1:$API_PORT:8000"
+    ssh_config=$(python "$LOCAL_HOST" config)
     start_hub
     trap stop_hub EXIT
     cat >"$STATE/inventory.yml" <<INV
 inference:
   hosts:
     $HOST:
-      ansible_connection: containers.podman.podman
+      ansible_user: root
+      ansible_ssh_common_args: $(python "$LOCAL_HOST" ssh-args)
+      ansible_ssh_pipelining: true
       ansible_python_interpreter: /usr/bin/python3
   vars:
     model_hub_endpoint: http://host.containers.internal:$HUB_PORT
@@ -70,7 +75,7 @@ INV
     # The key stays in files readable by root only; curl reads the header from a file, so the key
     # never appears in a process list.
     umask 077
-    podman exec "$HOST" cat /etc/rhoim/credentials/tiny.api_key | sed -n '1s/^/Authorization: Bearer /p' >"$STATE/auth-header"
+    ssh -F "$ssh_config" "$HOST" cat /etc/rhoim/credentials/tiny.api_key | sed -n '1s/^/Authorization: Bearer /p' >"$STATE/auth-header"
     completion=$(curl -sS --fail --max-time 60 -H @"$STATE/auth-header" -H 'Content-Type: application/json' \
       -d '{"model": "tiny", "prompt": "def hello(", "max_tokens": 16, "temperature": 0}' \
       "http://127.0.0.1:$API_PORT/v1/completions")
@@ -83,13 +88,13 @@ The demo host '$HOST' serves the tiny model with vLLM (CPU build), as the unit r
   completion: $(printf '%s' "$completion" | python -c 'import json, sys; print(json.dumps(json.load(sys.stdin)["choices"][0]["text"]))')
   try:        curl -H @$STATE/auth-header -H 'Content-Type: application/json' \\
                 -d '{"model": "tiny", "prompt": "def hello(", "max_tokens": 16}' http://127.0.0.1:$API_PORT/v1/completions
-  shell:      podman exec -it $HOST bash
+  shell:      ssh -F $ssh_config $HOST
 Remove it with: make demo-clean
 MSG
     ;;
   clean)
     stop_hub
-    "$ROOT/tests/support/local_host.sh" down "$HOST"
+    python "$LOCAL_HOST" down "$HOST"
     rm -rf "$STATE"
     ;;
   *) echo "usage: demo.sh up|clean" >&2; exit 2 ;;

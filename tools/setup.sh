@@ -2,9 +2,13 @@
 # Prepares this machine for `make test` and `make demo`; every step checks first and does
 # nothing when its result is already in place, so a second run is quick.
 #
-# Steps: Debian packages, podman configuration (only on hosts that need it), the controller
-# virtualenv, ansible-test's offline pip bootstrap, the systemd test-host image and the
-# wheelhouse that test hosts install vLLM from.
+#   setup.sh controller   what lint, sanity, unit and build need: Debian packages, the controller
+#                         virtualenv, ansible-test's offline pip bootstrap
+#   setup.sh hosts        what Molecule, the end-to-end run and the demo add: Debian packages, podman
+#                         configuration (only on hosts that need it), the controller's SSH key and
+#                         client configuration, the systemd test-host images, the wheelhouse test
+#                         hosts install vLLM from, and a check of the whole test ground
+#   setup.sh all          both (make setup)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -13,8 +17,10 @@ RHOIM_CACHE=${RHOIM_CACHE:-/var/cache/rhoim-dev}
 WHEELHOUSE=${RHOIM_WHEELHOUSE:-$RHOIM_CACHE/wheelhouse}
 PYTHON=${PYTHON:-python3}
 
-APT_PACKAGES=(podman uidmap fuse-overlayfs slirp4netns runc crun netavark aardvark-dns
-  debootstrap shellcheck docker-registry skopeo rsync git)
+# Each package and why it is here: README.md, "Development".
+CONTROLLER_PACKAGES=(python3 python3-venv ca-certificates git rsync shellcheck)
+HOST_PACKAGES=(podman uidmap fuse-overlayfs slirp4netns runc crun netavark aardvark-dns iptables
+  openssh-client debootstrap docker-registry skopeo curl)
 
 log() { printf '==> %s\n' "$*"; }
 need_root() {
@@ -24,9 +30,9 @@ need_root() {
   fi
 }
 
-step_packages() {
+install_packages() {
   local missing=()
-  for p in "${APT_PACKAGES[@]}"; do
+  for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
@@ -90,6 +96,14 @@ step_ansible_test_bootstrap() {
   cp "$ROOT/tools/get_pip_offline.py" "$path"
 }
 
+step_controller_packages() { install_packages "${CONTROLLER_PACKAGES[@]}"; }
+step_host_packages() { install_packages "${HOST_PACKAGES[@]}"; }
+
+# The controller's SSH key and client configuration (tests/support/local_host.py), once per machine.
+step_ssh() {
+  "$VENV/bin/python" "$ROOT/tests/support/local_host.py" config >/dev/null
+}
+
 step_host_image() {
   "$ROOT/tests/support/host-image/build.sh"
 }
@@ -111,10 +125,23 @@ step_wheelhouse() {
   cp "$req" "$stamp"
 }
 
+# Two hosts on a test network: SSH, names, TCP and the controller (tools/check_hosts.py).
+step_check_hosts() {
+  "$VENV/bin/python" "$ROOT/tools/check_hosts.py"
+}
+
+controller() { step_controller_packages; step_venv; step_ansible_test_bootstrap; }
+hosts() {
+  step_host_packages; step_podman_config; step_ssh; step_host_image; step_wheelhouse; step_vllm_image
+  step_check_hosts
+}
+
+STEPS="controller_packages|venv|ansible_test_bootstrap|host_packages|podman_config|ssh|host_image|wheelhouse|vllm_image|check_hosts"
 case "${1:-all}" in
-  all)
-    step_packages; step_podman_config; step_venv; step_ansible_test_bootstrap; step_host_image; step_wheelhouse
-    step_vllm_image ;;
-  packages|podman_config|venv|ansible_test_bootstrap|host_image|wheelhouse|vllm_image) "step_$1" ;;
-  *) echo "usage: $0 [all|packages|podman_config|venv|ansible_test_bootstrap|host_image|wheelhouse|vllm_image]" >&2; exit 2 ;;
+  all) controller; hosts ;;
+  controller) controller ;;
+  hosts) controller; hosts ;;
+  controller_packages|venv|ansible_test_bootstrap|host_packages|podman_config|ssh|host_image|wheelhouse|vllm_image|check_hosts)
+    "step_$1" ;;
+  *) echo "usage: $0 [all|controller|hosts|$STEPS]" >&2; exit 2 ;;
 esac

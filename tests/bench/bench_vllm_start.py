@@ -1,8 +1,8 @@
 """Start time of rhoim-vllm@<name>.service against a bare ``vllm serve`` (not run by make test).
 
-    python3 tests/bench/bench_vllm_start.py [--container rhoim-vllm] [--model tiny] [--runs 3]
+    .venv/bin/python tests/bench/bench_vllm_start.py [--host rhoim-vllm] [--model tiny] [--runs 3]
 
-Needs a running host container where the vllm_service role has converged (for example
+Needs a running local test host, reached over SSH, where the vllm_service role has converged (for example
 ``molecule converge -s vllm_service``, or the ``make demo`` host). On that host, alternately:
 
 - unit: ``systemctl start rhoim-vllm@<name>.service`` until ``/health`` answers 200;
@@ -10,15 +10,20 @@ Needs a running host container where the vllm_service role has converged (for ex
   environment file, the same cache folder (same cache state) and the same flags, until ``/health``
   answers 200.
 
-Each run is timed inside the host (no podman exec latency) and its peak memory is the largest sum of
+Each run is timed inside the host (no connection latency) and its peak memory is the largest sum of
 the RSS of the service user's processes, sampled every 0.5 s until one completion has been served. Prints both
 medians, their ratio (target: at most 1.1) and the peak memory.
 """
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "tests", "support"))
+
+import local_host  # test support, not a package
 
 SCRIPT = r"""
 set -eu
@@ -67,9 +72,14 @@ echo "RESULT $(( (t1 - t0) / 1000000 )) $(cat /tmp/bench.peak)"
 """
 
 
-def run(container, mode, unit, model, port):
-    cmd = ["podman", "exec", container, "sh", "-c", SCRIPT, "bench", mode, unit, model, str(port)]
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900, check=False)
+def on_host(host, *command, check=True, **kw):
+    return subprocess.run(local_host.ssh_argv(host, *command), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          check=check, **kw)
+
+
+def run(host, mode, unit, model, port):
+    # The script travels on stdin, so the timing runs inside the host.
+    proc = on_host(host, "sh", "-s", "--", mode, unit, model, str(port), input=SCRIPT, timeout=900, check=False)
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             ms, peak_kib = line.split()[1:3]
@@ -79,23 +89,23 @@ def run(container, mode, unit, model, port):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--container", default="rhoim-vllm")
+    parser.add_argument("--host", default="rhoim-vllm", help="a local test host (tests/support/local_host.py)")
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     unit = "rhoim-vllm@%s.service" % args.model
-    subprocess.run(["podman", "exec", args.container, "systemctl", "stop", unit], check=True)
+    on_host(args.host, "systemctl", "stop", unit)
     times = {"unit": [], "bare": []}
     peaks = {"unit": [], "bare": []}
     for i in range(args.runs):
         for mode in ("unit", "bare") if i % 2 == 0 else ("bare", "unit"):
-            seconds, peak = run(args.container, mode, unit, args.model, args.port)
+            seconds, peak = run(args.host, mode, unit, args.model, args.port)
             times[mode].append(seconds)
             peaks[mode].append(peak)
             print("run %d %-4s start to /health 200: %6.1f s, peak RSS %.2f GiB" % (i + 1, mode, seconds, peak), flush=True)
-    subprocess.run(["podman", "exec", args.container, "systemctl", "reset-failed", unit], check=False)
-    subprocess.run(["podman", "exec", args.container, "systemctl", "start", unit], check=True)
+    on_host(args.host, "systemctl", "reset-failed", unit, check=False)
+    on_host(args.host, "systemctl", "start", unit)
     unit_median = statistics.median(times["unit"])
     bare_median = statistics.median(times["bare"])
     print("median unit %.1f s, bare vllm serve %.1f s, ratio %.3f (target <= 1.1)" % (unit_median, bare_median, unit_median / bare_median))

@@ -3,15 +3,20 @@
 import json
 import os
 import re
-import subprocess
+import sys
 
 import pytest
 import testinfra
 
-HUB = "http://rhoim-model-hub:8080"
-ROOT = "/var/lib/rhoim/models"
 SCENARIO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROJECT = os.path.dirname(os.path.dirname(SCENARIO))
+sys.path.insert(0, os.path.join(PROJECT, "tests", "support"))
+
+from local_host import ensure_ssh_config  # noqa: E402  (test support, not a package)
+from scenario import run_playbook  # noqa: E402
+
+HUB = "http://rhoim-model-hub:8080"
+ROOT = "/var/lib/rhoim/models"
 MODELS = {
     # name: (repo, files expected after the patterns)
     "tiny-a": ("acme/tiny-a", ["config.json", "generation_config.json", "model.safetensors", "tokenizer.json"]),
@@ -110,14 +115,6 @@ def snapshot(host):
     return host.check_output("find %s -printf '%%p %%y %%s %%T@ %%i %%m %%u %%g %%l\\n' | sort", ROOT)
 
 
-def run_playbook(*args):
-    inventory = os.path.join(SCENARIO, "tests", "inventory.yml")
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(PROJECT, "build", "collections"),
-               ANSIBLE_PIPELINING="true", ANSIBLE_FORCE_COLOR="false")
-    return subprocess.run(["ansible-playbook", "-i", inventory, *args], env=env, check=False,
-                          capture_output=True, text=True, timeout=300)
-
-
 def test_check_mode_reports_a_change_and_writes_nothing(host):
     """A new tag for tiny-a and a third model, in check mode: reported, and the disk is the same."""
     before = snapshot(host)
@@ -125,15 +122,15 @@ def test_check_mode_reports_a_change_and_writes_nothing(host):
         {"name": "tiny-a", "repo_id": "acme/tiny-a", "revision": "v2", "allow_patterns": ["*.json", "*.safetensors"]},
         {"name": "tiny-c", "repo_id": "acme/tiny-b", "revision": "main"},
     ]
-    run = run_playbook("--check", "--diff", "-e", json.dumps({"model_models": models}),
-                       os.path.join(SCENARIO, "converge.yml"))
-    assert run.returncode == 0, run.stdout + run.stderr
-    assert re.search(r"rhoim-model-host\s*:\s*ok=\d+\s+changed=[1-9]", run.stdout), run.stdout
-    assert "1 files (" in run.stdout and "to download" in run.stdout  # tiny-a v2: only config.json
+    rc, out = run_playbook(os.path.join(SCENARIO, "converge.yml"), "--check", "--diff", extra_vars={"model_models": models},
+                           timeout=300)
+    assert rc == 0, out
+    assert re.search(r"rhoim-model-host\s*:\s*ok=\d+\s+changed=[1-9]", out), out
+    assert "1 files (" in out and "to download" in out  # tiny-a v2: only config.json
     assert snapshot(host) == before
     assert not host.file(ROOT + "/tiny-c").exists
 
 
 def test_verifier_can_reach_the_hub_container():
-    hub = testinfra.get_host("podman://rhoim-model-hub")
+    hub = testinfra.get_host("ssh://rhoim-model-hub", ssh_config=ensure_ssh_config())
     assert hub.service("rhoim-hub.service").is_running

@@ -1,9 +1,9 @@
 """hf_model under faults: each test checks that nothing is lost and that the served path still
 holds a complete, verified model afterwards.
 
-The Hub stand-in runs in this process (tests/support/hub_server.py) on all addresses of the
-controller; the host reaches it at host.containers.internal (API port) and is redirected to the
-CDN port (another origin) for LFS files.
+The Hub stand-in runs in this process (tests/support/hub_server.py) on the controller's address on
+the scenario's network; the host reaches it at host.containers.internal (API port) and is
+redirected to the CDN port (another origin) for LFS files.
 """
 
 import importlib.util
@@ -20,6 +20,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 PROJECT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
 sys.path.insert(0, os.path.join(PROJECT, "tests", "support"))
 from hub_server import FileEntry, HubServer  # noqa: E402
+from local_host import network_gateway  # noqa: E402
+from scenario import playbook_command, remove_vars_files  # noqa: E402
 
 HOST = "rhoim-model-faults"
 TOKEN = "hf_rhoimGoodToken0123456789"  # noqa: S105 - a test token for the stand-in
@@ -57,7 +59,7 @@ def _fixtures(root):
 def hub(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("hub"))
     _fixtures(root)
-    server = HubServer(root, host="0.0.0.0", tokens=[TOKEN]).start()
+    server = HubServer(root, host=network_gateway("rhoim-model-faults"), tokens=[TOKEN]).start()
     # A hostile file list: "../x" next to config.json (a Hub could send it; a folder cannot hold it).
     ref = server.index.repos["acme/evil"].resolve("main")
     good = ref.files["config.json"]
@@ -82,15 +84,16 @@ def fresh(hub):
 
 def playbook(hub, extra_args=(), background=False, **hf):
     hf.setdefault("endpoint", hub.endpoint)
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(PROJECT, "build", "collections"),
-               ANSIBLE_FORCE_COLOR="false", ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json")
-    if "-vvv" in extra_args:
-        env.pop("ANSIBLE_STDOUT_CALLBACK")
-    cmd = ["ansible-playbook", "-i", os.path.join(HERE, "inventory.yml"), "-e", json.dumps({"hf": hf})]
-    cmd += [*extra_args, os.path.join(HERE, "hf_model.yml")]
+    cmd, env = playbook_command(os.path.join(HERE, "hf_model.yml"), *extra_args, extra_vars={"hf": hf})
+    if "-vvv" not in extra_args:
+        env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.builtin.json"
     if background:
+        # Its vars file stays in Molecule's ephemeral folder (root only), removed with the scenario.
         return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
+    try:
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
+    finally:
+        remove_vars_files(cmd)
 
 
 def result_of(run):
@@ -146,8 +149,9 @@ def test_killed_mid_download_resumes_with_range(host, hub):
             time.sleep(0.2)
         else:
             pytest.fail("the slow download never passed 5 MiB: %s" % hub.log)
-        # The module's own process (not the sh -c around it, nor this command's shell).
-        pids = host.check_output("pgrep -f '^/var/lib/rhoim/venv-hf/bin/python .*AnsiballZ_hf_model' || true").split()
+        # The module's own process: pipelined over SSH, the venv's interpreter reading the module
+        # from stdin (not the sh -c around it, nor this command's shell).
+        pids = host.check_output("pgrep -x -f /var/lib/rhoim/venv-hf/bin/python || true").split()
         assert pids, "no hf_model process on the host"
         for pid in pids:
             host.run("kill -KILL %s", pid)
@@ -244,6 +248,8 @@ def test_wrong_token_is_a_clear_error_and_never_shown(host, hub):
     assert run.returncode != 0
     assert "acme/private" in out and re.search(r"[Uu]nauthori[sz]ed|token was rejected|not found", out), out[-3000:]
     assert WRONG_TOKEN not in out
+    # What was searched includes the SSH connection's own debug log (ssh -vvv).
+    assert "SSH: EXEC ssh" in out and "debug1:" in out, out[-3000:]
     # The right token works, and is not shown either.
     run = playbook(hub, extra_args=["-vvv"], repo_id="acme/private", dest=dest, token=TOKEN)
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]

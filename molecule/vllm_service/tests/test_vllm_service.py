@@ -1,6 +1,8 @@
 """The real vLLM CPU server as rhoim-vllm@tiny.service: serving, the API key, hardening, recovery.
 
-vLLM starts once (converge); the tests that restart it (config change, kill -9) come last.
+vLLM starts once (converge); the tests that restart it come last, and each restart serves as many
+checks as it can: one run changes tiny's settings (one restart) and adds a second model over TLS
+beside it, the next changes them back and removes that model, then kill -9 recovery.
 """
 
 import json
@@ -14,6 +16,11 @@ import urllib.error
 import urllib.request
 
 import pytest
+
+SCENARIO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(SCENARIO)), "tests", "support"))
+
+from scenario import run_playbook  # noqa: E402  (test support, not a package)
 
 UNIT = "rhoim-vllm@tiny.service"
 BASE = "http://127.0.0.1:8000"
@@ -103,26 +110,13 @@ def key_file_on_controller(host):
 
 
 def run_converge(extra_vars=None, check=False):
-    """ansible-playbook -vvv of converge.yml against the host (--check --diff if check); returns (rc, output)."""
-    scenario = os.environ.get("MOLECULE_SCENARIO_DIRECTORY", os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    project = os.environ.get("MOLECULE_PROJECT_DIRECTORY", os.path.dirname(os.path.dirname(scenario)))
-    env = dict(os.environ)
-    env.update(
-        ANSIBLE_COLLECTIONS_PATH=os.path.join(project, "build", "collections"),
-        ANSIBLE_FORCE_COLOR="false",
-        ANSIBLE_PIPELINING="true",
-        ANSIBLE_PYTHON_INTERPRETER="/usr/bin/python3",
-        ANSIBLE_CALLBACK_RESULT_FORMAT="yaml",
-        ANSIBLE_NOCOLOR="1",
-    )
-    cmd = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-vvv", "-i", CONTAINER + ",", "-c", "containers.podman.podman"]
-    if extra_vars:
-        cmd += ["-e", json.dumps(extra_vars)]
-    if check:
-        cmd += ["--check", "--diff"]
-    cmd.append(os.path.join(scenario, "converge.yml"))
-    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1200, check=False)
-    return proc.returncode, proc.stdout
+    """ansible-playbook -vvv of converge.yml against the host over SSH (--check --diff if check),
+    with ssh -vvv too, so the leak checks read what the SSH connection logs. Returns (rc, output)."""
+    args = ["-vvv"] + (["--check", "--diff"] if check else [])
+    rc, out = run_playbook(os.path.join(SCENARIO, "converge.yml"), *args, extra_vars=extra_vars,
+                           env={"ANSIBLE_CALLBACK_RESULT_FORMAT": "yaml"})
+    assert "SSH: EXEC ssh" in out and "debug1:" in out, out[-3000:]
+    return rc, out
 
 
 def assert_key_absent(text, key_file, where):
@@ -324,23 +318,6 @@ def test_check_mode_reports_a_change_and_makes_none(host, key_file_on_controller
     assert (show(host, "MainPID"), host.file("/etc/rhoim/vllm/tiny.yaml").content_string) == before
 
 
-def test_config_change_restarts_once_and_ansible_log_keeps_the_key(host, key_file_on_controller):
-    for max_len, extra in ((128, {"molecule_max_model_len": 128}), (256, None)):
-        before = {p: show(host, p) for p in ("NRestarts", "MainPID", "ActiveEnterTimestamp")}
-        mark = cursor(host)
-        rc, out = run_converge(extra)
-        assert rc == 0, out[-4000:]
-        assert_key_absent(out, key_file_on_controller, "ansible-playbook -vvv output")
-        assert re.search(r"changed=[1-9]", out), out[-2000:]
-        after = {p: show(host, p) for p in ("NRestarts", "MainPID", "ActiveEnterTimestamp")}
-        assert after["NRestarts"] == before["NRestarts"]
-        assert after["MainPID"] != before["MainPID"]
-        assert after["ActiveEnterTimestamp"] != before["ActiveEnterTimestamp"]
-        assert started_since(host, mark) == 1
-        status, body = curl(host, "/v1/models", auth=True)
-        assert status == 200 and json.loads(body)["data"][0]["max_model_len"] == max_len
-
-
 TLS_MODEL = {
     "name": "tiny-tls", "model": "/var/lib/rhoim/models/tiny/current", "port": 8443, "dtype": "float32",
     "max_model_len": 256, "cpu_kvcache_space": 1, "extra": {"enforce-eager": True},
@@ -349,13 +326,32 @@ TLS_MODEL = {
 TLS_UNIT = "rhoim-vllm@tiny-tls.service"
 TLS_FILES = ("/etc/rhoim/vllm/tiny-tls.yaml", "/etc/rhoim/vllm/tiny-tls.env", "/etc/rhoim/credentials/tiny-tls.api_key",
              "/etc/systemd/system/rhoim-vllm@tiny-tls.service.d")
+RESTART_PROPS = ("NRestarts", "MainPID", "ActiveEnterTimestamp")
 
 
-def test_second_model_over_tls_side_by_side_then_removed(host, key_file_on_controller):
-    """A second unit serves over TLS next to tiny without touching it; state: absent removes it again."""
-    tiny_pid = show(host, "MainPID")
-    rc, out = run_converge({"molecule_extra_models": [TLS_MODEL]})
+def converge_restarting_tiny_once(host, key_file, extra_vars, max_len):
+    """A run that changes tiny's max_model_len: tiny restarts exactly once (no crash-restart), the
+    key stays out of the -vvv output, and tiny then serves with the new length."""
+    before = {p: show(host, p) for p in RESTART_PROPS}
+    mark = cursor(host)
+    rc, out = run_converge(extra_vars)
     assert rc == 0, out[-4000:]
+    assert_key_absent(out, key_file, "ansible-playbook -vvv output")
+    assert re.search(r"changed=[1-9]", out), out[-2000:]
+    after = {p: show(host, p) for p in RESTART_PROPS}
+    assert after["NRestarts"] == before["NRestarts"]
+    assert after["MainPID"] != before["MainPID"]
+    assert after["ActiveEnterTimestamp"] != before["ActiveEnterTimestamp"]
+    assert started_since(host, mark) == 1
+    status, body = curl(host, "/v1/models", auth=True)
+    assert status == 200 and json.loads(body)["data"][0]["max_model_len"] == max_len
+
+
+def test_config_change_restarts_once_while_a_second_model_starts_over_tls(host, key_file_on_controller):
+    """One run: tiny's settings change (one restart) and a second unit starts over TLS beside it."""
+    converge_restarting_tiny_once(host, key_file_on_controller,
+                                  {"molecule_max_model_len": 128, "molecule_extra_models": [TLS_MODEL]}, 128)
+    tiny_pid = show(host, "MainPID")
     assert host.service(TLS_UNIT).is_running and host.service(TLS_UNIT).is_enabled
     assert host.run("firewall-cmd --query-port=8443/tcp").rc == 0
     # The key file is root-only; the unit reads it as a credential and runs as the service user.
@@ -367,6 +363,7 @@ def test_second_model_over_tls_side_by_side_then_removed(host, key_file_on_contr
     body = json.dumps({"model": "tiny-tls", "prompt": "def hello(", "max_tokens": 4})
     done = host.run("curl -sS --max-time 120 --cacert /etc/rhoim/tls/tiny-tls.crt -H @/root/.rhoim-test-tls-header "
                     "-H 'Content-Type: application/json' --data-binary '%s' https://127.0.0.1:8443/v1/completions" % body)
+    host.run("rm -f /root/.rhoim-test-tls-header")
     assert done.rc == 0, done.stderr
     assert json.loads(done.stdout)["usage"]["completion_tokens"] > 0
     # No plain HTTP on the TLS port, and the other model's key does not open it.
@@ -374,15 +371,20 @@ def test_second_model_over_tls_side_by_side_then_removed(host, key_file_on_contr
     other = host.run("curl -sS --max-time 30 -o /dev/null -w '%%{http_code}' --cacert /etc/rhoim/tls/tiny-tls.crt "
                      "-H @%s https://127.0.0.1:8443/v1/models" % HEADER)
     assert other.stdout == "401"
+    # Serving the second model did not touch tiny again.
     assert show(host, "MainPID") == tiny_pid
 
+
+def test_change_back_and_remove_the_tls_model_in_one_run(host, key_file_on_controller):
+    """One run: tiny's settings change back (one restart) and state: absent removes the TLS model;
+    a second removal run changes nothing and leaves tiny alone."""
     removed = {"molecule_extra_models": [{"name": "tiny-tls", "state": "absent"}]}
-    for attempt in (1, 2):
-        rc, out = run_converge(removed)
-        assert rc == 0, out[-4000:]
-        assert_key_absent(out, key_file_on_controller, "ansible-playbook -vvv output")
-        if attempt == 2:
-            assert re.search(r"changed=0\s", out), out[-2000:]
+    converge_restarting_tiny_once(host, key_file_on_controller, removed, 256)
+    tiny_pid = show(host, "MainPID")
+    rc, out = run_converge(removed)
+    assert rc == 0, out[-4000:]
+    assert_key_absent(out, key_file_on_controller, "ansible-playbook -vvv output")
+    assert re.search(r"changed=0\s", out), out[-2000:]
     assert host.run("systemctl is-active %s" % TLS_UNIT).stdout.strip() == "inactive"
     assert host.run("systemctl is-enabled %s" % TLS_UNIT).stdout.strip() != "enabled"
     for path in TLS_FILES:
@@ -392,7 +394,6 @@ def test_second_model_over_tls_side_by_side_then_removed(host, key_file_on_contr
     assert host.run("firewall-cmd --query-port=8000/tcp").rc == 0
     assert host.file("/var/lib/rhoim/models/tiny/current/config.json").exists
     assert show(host, "MainPID") == tiny_pid
-    host.run("rm -f /root/.rhoim-test-tls-header")
     status, _body = curl(host, "/v1/completions", auth=True, body=BODIES["/v1/completions"])
     assert status == 200
 

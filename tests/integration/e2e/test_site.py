@@ -1,14 +1,17 @@
 """End to end: site.yml through ansible-runner against a local systemd host.
 
-The host comes from the test-host image with vLLM's CPU build in it; a Hub stand-in on the
-controller serves a tiny model made here; site.yml lays it down with the model role and serves
-it with vllm_service, as `ansible-playbook site.yml` does for users.
+The host comes from the test-host image with vLLM's CPU build in it and is reached over SSH; a
+Hub stand-in on the controller (on its address on the hosts' network) serves a tiny model made
+here; site.yml lays it down with the model role and serves it with vllm_service, as
+`ansible-playbook site.yml` does for users.
 """
 
 import json
 import os
 import subprocess
 import sys
+import time
+import urllib.request
 
 import ansible_runner
 import pytest
@@ -17,19 +20,23 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.a
 SUPPORT = os.path.join(ROOT, "tests", "support")
 sys.path.insert(0, SUPPORT)
 
-from hub_server import HubServer  # noqa: E402  (test support, not a package)
+import local_host  # noqa: E402  (test support, not a package)
+from hub_server import HubServer  # noqa: E402
 
 HOST = "rhoim-e2e-1"
+NETWORK = "rhoim-e2e"
 REPO = "rhoim-e2e/tiny-llama"
-PODMAN = {"ansible_connection": "containers.podman.podman", "ansible_python_interpreter": "/usr/bin/python3"}
+# As ops reach GPU hosts: SSH with pipelining, one persistent connection per host.
+SSH = {"ansible_user": "root", "ansible_ssh_common_args": local_host.ssh_common_args(), "ansible_ssh_pipelining": True,
+       "ansible_python_interpreter": "/usr/bin/python3"}
 
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
     root = tmp_path_factory.mktemp("hub")
     subprocess.run([sys.executable, os.path.join(SUPPORT, "make_tiny_model.py"), str(root / REPO / "refs" / "main")], check=True, capture_output=True)
-    # Hosts reach the controller as host.containers.internal.
-    server = HubServer(str(root), host="0.0.0.0", cdn_host="host.containers.internal")
+    # Hosts reach the controller as host.containers.internal: its address on their network.
+    server = HubServer(str(root), host=local_host.network_gateway(NETWORK), cdn_host="host.containers.internal")
     server.start()
     yield server
     server.stop()
@@ -37,14 +44,17 @@ def hub(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def inference_host():
-    env = dict(os.environ, RHOIM_HOST_IMAGE="localhost/rhoim-test-host-vllm")
-    subprocess.run([os.path.join(SUPPORT, "local_host.sh"), "up", HOST], check=True, env=env)
+    local_host.up(HOST, image="localhost/rhoim-test-host-vllm", network=NETWORK)
     yield HOST
-    subprocess.run([os.path.join(SUPPORT, "local_host.sh"), "down", HOST], check=True)
+    local_host.down(HOST)
+
+
+def on_host(host, script):
+    return subprocess.run(local_host.ssh_argv(host, script), check=True, capture_output=True, text=True).stdout
 
 
 def run_site(private_dir, hosts, group_vars=None):
-    inventory = {"inference": {"hosts": {h: PODMAN for h in hosts}, "vars": group_vars or {}}}
+    inventory = {"inference": {"hosts": {h: SSH for h in hosts}, "vars": group_vars or {}}}
     (private_dir / "inventory").mkdir(exist_ok=True)
     (private_dir / "inventory" / "hosts.json").write_text(json.dumps(inventory))
     return ansible_runner.run(
@@ -77,8 +87,7 @@ def completion_on(host):
         "-d '{\"model\": \"tiny\", \"prompt\": \"def hello(\", \"max_tokens\": 8, \"temperature\": 0}' "
         "http://127.0.0.1:8000/v1/completions; rm -f /run/e2e-auth"
     )
-    out = subprocess.run(["podman", "exec", host, "sh", "-c", script], check=True, capture_output=True, text=True)
-    return json.loads(out.stdout)
+    return json.loads(on_host(host, script))
 
 
 def test_site_lays_down_and_serves_a_model(tmp_path, hub, inference_host):
@@ -88,14 +97,12 @@ def test_site_lays_down_and_serves_a_model(tmp_path, hub, inference_host):
     assert answer["model"] == "tiny"
     assert answer["usage"]["completion_tokens"] == 8
     assert answer["choices"][0]["text"]
-    served = subprocess.run(
-        ["podman", "exec", inference_host, "readlink", "/var/lib/rhoim/models/tiny/current"], check=True, capture_output=True, text=True
-    ).stdout.strip()
-    config = subprocess.run(["podman", "exec", inference_host, "cat", "/etc/rhoim/vllm/tiny.yaml"], check=True, capture_output=True, text=True).stdout
+    served = on_host(inference_host, "readlink /var/lib/rhoim/models/tiny/current").strip()
+    config = on_host(inference_host, "cat /etc/rhoim/vllm/tiny.yaml")
     # The unit serves the revision the model role laid down.
     assert os.path.basename(served) in config
     # The host runs firewalld (as RHEL does); the role opened the port.
-    assert subprocess.run(["podman", "exec", inference_host, "firewall-cmd", "--query-port=8000/tcp"], check=False).returncode == 0
+    assert subprocess.run(local_host.ssh_argv(inference_host, "firewall-cmd --query-port=8000/tcp"), check=False).returncode == 0
 
 
 def test_site_a_second_run_changes_nothing(tmp_path, hub, inference_host):
@@ -109,13 +116,36 @@ def test_site_a_second_run_changes_nothing(tmp_path, hub, inference_host):
     assert not [p for p in paths if "/resolve/" in p or p.startswith("/_cdn/")], paths
 
 
+def test_a_restarted_host_serves_again_with_no_ansible_run(inference_host):
+    """podman restart, which a host's reboot resembles: the unit comes back by itself with its
+    key credential (/ is made shared early in boot by the image), same address, same host key."""
+    address = local_host.up(inference_host, image="localhost/rhoim-test-host-vllm", network=NETWORK)
+    known = open(os.path.join(local_host.HOSTS_DIR, inference_host + ".known_hosts")).read()
+    subprocess.run(["podman", "restart", inference_host], check=True, capture_output=True)
+    start = time.monotonic()
+    local_host.wait_for_ssh(inference_host)
+    health = None
+    while time.monotonic() - start < 300:
+        try:
+            with urllib.request.urlopen("http://%s:8000/health" % address, timeout=5) as resp:  # noqa: S310 - test URL
+                health = resp.status
+                break
+        except OSError:
+            time.sleep(2)
+    print("\nrestart: /health 200 again %.1f s after podman restart" % (time.monotonic() - start))
+    assert health == 200, on_host(inference_host, "journalctl --no-pager -n 30 -u rhoim-vllm@tiny.service")
+    assert open(os.path.join(local_host.HOSTS_DIR, inference_host + ".known_hosts")).read() == known
+    answer = completion_on(inference_host)
+    assert answer["usage"]["completion_tokens"] == 8
+
+
 @pytest.fixture()
 def host_without_systemd():
+    # Reached over SSH like the others, but sshd is PID 1: no systemd.
     name = "rhoim-e2e-nosystemd"
-    subprocess.run(["podman", "rm", "-f", name], check=False, capture_output=True)
-    subprocess.run(["podman", "run", "-d", "--name", name, "localhost/rhoim-test-host:current", "sleep", "infinity"], check=True, capture_output=True)
+    local_host.up(name, network=NETWORK, init="sshd")
     yield name
-    subprocess.run(["podman", "rm", "-f", "-t", "0", name], check=True, capture_output=True)
+    local_host.down(name)
 
 
 def test_site_refuses_a_host_without_systemd(tmp_path, host_without_systemd):

@@ -7,12 +7,19 @@
 # the vLLM venv), libnuma1 (vLLM's CPU build needs it), curl, iproute2, sudo, procps, and firewalld
 # installed but disabled (netbase gives it /etc/protocols): hosts that run it enable it and need
 # CAP_NET_ADMIN; an image build uses firewall-offline-cmd.
+# Hosts are reached over SSH as ops reach GPU hosts: openssh-server, key logins only, and no host
+# keys in the image: every host makes its own at first boot (many hosts boot from one image). The
+# controller's public key is mounted at /root/.ssh/authorized_keys when a host starts
+# (tests/support/local_host.sh).
+# / is made a shared mount early in boot, as systemd does on a real host (podman leaves it
+# private, and units then get an empty $CREDENTIALS_DIRECTORY from LoadCredential=), so a
+# restarted host serves again with no help from outside.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 IMAGE=${RHOIM_HOST_IMAGE:-localhost/rhoim-test-host}
 SUITE=bookworm
-PACKAGES=systemd,systemd-sysv,dbus,python3,python3-venv,python3-pip,libnuma1,sudo,iproute2,curl,ca-certificates,procps,less,netbase
+PACKAGES=systemd,systemd-sysv,dbus,python3,python3-venv,python3-pip,libnuma1,sudo,iproute2,curl,ca-certificates,procps,less,netbase,openssh-server
 RECIPE_HASH=$(sha256sum <"$HERE/build.sh" | cut -c1-12)
 
 if podman image exists "$IMAGE:$RECIPE_HASH"; then
@@ -40,6 +47,50 @@ for unit in getty.target console-getty.service systemd-udevd.service systemd-ude
   systemd-udevd-kernel.socket systemd-modules-load.service sys-kernel-config.mount sys-kernel-debug.mount \
   sys-kernel-tracing.mount systemd-remount-fs.service; do
   ln -sf /dev/null "$rootfs/etc/systemd/system/$unit"
+done
+
+# No host keys in the image: each host generates its own before sshd first starts.
+rm -f "$rootfs"/etc/ssh/ssh_host_*
+cat >"$rootfs/etc/systemd/system/rhoim-ssh-host-keys.service" <<'UNIT'
+[Unit]
+Description=Generate this host's SSH host keys (an image carries none)
+Before=ssh.service
+
+[Service]
+Type=oneshot
+ExecStart=/usr/bin/ssh-keygen -A
+RemainAfterExit=yes
+
+[Install]
+RequiredBy=ssh.service
+UNIT
+cat >"$rootfs/etc/ssh/sshd_config.d/rhoim-test-host.conf" <<'CONF'
+# Test hosts: key logins only (the controller's key is mounted when a host starts).
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+UseDNS no
+CONF
+install -d -m 0700 "$rootfs/root/.ssh"
+
+# Before any unit that loads credentials; skipped where the container may not change mounts.
+cat >"$rootfs/etc/systemd/system/rhoim-shared-root.service" <<'UNIT'
+[Unit]
+Description=Make / a shared mount, as systemd does when it boots a real host
+DefaultDependencies=no
+Before=sysinit.target local-fs.target
+ConditionCapability=CAP_SYS_ADMIN
+
+[Service]
+Type=oneshot
+ExecStart=/bin/mount --make-rshared /
+RemainAfterExit=yes
+
+[Install]
+WantedBy=sysinit.target
+UNIT
+for unit in rhoim-ssh-host-keys.service rhoim-shared-root.service; do
+  chroot "$rootfs" systemctl enable -q "$unit"
 done
 
 tar -C "$rootfs" -c . | podman import -q - "$IMAGE:$RECIPE_HASH-rootfs" >/dev/null
