@@ -116,8 +116,13 @@ def ensure_ssh_config():
 
 
 def network_gateway(network=DEFAULT_NETWORK):
-    """The controller's own address on a test network: where servers for the hosts listen."""
-    ensure_network(network)
+    """The controller's own address on a test network: where servers for the hosts listen.
+
+    netavark gives the controller that address while a host is attached to the network (and
+    again after a host's restart), so start a host first."""
+    if not podman("ps", "-q", "--filter", "network=" + network, check=False).stdout.strip():
+        raise HostError("no host runs on the network %s: start one before a server that listens on "
+                        "the controller's address there (the address exists only while a host is attached)" % network)
     info = json.loads(podman("network", "inspect", network).stdout)[0]
     return info["subnets"][0]["gateway"]
 

@@ -32,7 +32,7 @@ SSH = {"ansible_user": "root", "ansible_ssh_common_args": local_host.ssh_common_
 
 
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory):
+def hub(tmp_path_factory, inference_host):
     root = tmp_path_factory.mktemp("hub")
     subprocess.run([sys.executable, os.path.join(SUPPORT, "make_tiny_model.py"), str(root / REPO / "refs" / "main")], check=True, capture_output=True)
     # Hosts reach the controller as host.containers.internal: its address on their network.
