@@ -1,7 +1,7 @@
 """Local stand-ins for GPU hosts: podman containers that boot systemd and are reached over SSH.
 
 Models: a booted systemd host with Python (package mode), reached as ops reach real hosts: sshd on
-port 22 at a fixed address on a podman network, root logins with the controller's key only, host
+port 22 at a fixed address (and MAC address) on a podman network, root logins with the controller's key only, host
 keys the host made at its first boot (the image carries none), known_hosts pinned per host. The
 address stays the same when the host restarts (podman restart, which a reboot resembles) and when it
 is recreated under the same name. CAP_SYS_ADMIN lets systemd give units their own mount namespaces
@@ -18,6 +18,7 @@ What it keeps, once per machine, under $RHOIM_CACHE/ssh (default /var/cache/rhoi
   hosts/NAME.conf              one host's address; hosts/NAME.known_hosts its host key
 
   local_host.py up NAME [--image IMG] [--network NET] [--init systemd|sshd|none] [-- PODMAN-RUN-ARGS...]
+  local_host.py restart NAME    podman restart (a reboot) and wait until it answers again
   local_host.py down NAME
   local_host.py config          print the path of the SSH client configuration (made if missing)
   local_host.py ssh-args        print ansible_ssh_common_args for these hosts
@@ -31,6 +32,7 @@ none runs `sleep infinity` with no sshd (an image-build container, reached with 
 import argparse
 import contextlib
 import fcntl
+import hashlib
 import ipaddress
 import json
 import os
@@ -161,6 +163,14 @@ def pick_address(name, subnet, gateway, used, recorded=None):
     raise HostError("no free address left on %s" % subnet)
 
 
+def mac_address(name):
+    """A fixed, locally administered MAC address per host name. A real host keeps its MAC across
+    reboots; a restarted container would otherwise get a new one behind the same IP address, and the
+    controller would keep sending to the old one until its neighbour entry expires (about a minute)."""
+    digest = hashlib.sha256(name.encode()).digest()
+    return ":".join("%02x" % b for b in (0x02, *digest[:5]))
+
+
 def _addresses_in_use(network):
     ids = podman("ps", "-aq", "--filter", "network=" + network).stdout.split()
     if not ids:
@@ -253,6 +263,7 @@ def up(name, image=DEFAULT_IMAGE, network=DEFAULT_NETWORK, init="systemd", podma
             info = json.loads(podman("network", "inspect", network).stdout)[0]["subnets"][0]
             address = pick_address(name, info["subnet"], info["gateway"], _addresses_in_use(network), _recorded_address(name))
             args = ["run", "-d", "--name", name, "--hostname", name, "--network", network, "--ip", address,
+                    "--mac-address", mac_address(name),
                     "--label", LABEL, "--shm-size=1g"]
             if init != "none":
                 args += ["-v", "%s.pub:/root/.ssh/authorized_keys:ro" % KEY]
@@ -276,6 +287,19 @@ def up(name, image=DEFAULT_IMAGE, network=DEFAULT_NETWORK, init="systemd", podma
     return address
 
 
+def restart(name):
+    """podman restart, which a host's reboot resembles; returns once the host answers over SSH again.
+
+    The controller's shared connection to the host goes first: it would otherwise hang new
+    sessions until its keep-alives give up."""
+    _close_master(name)
+    podman("restart", name)
+    _close_master(name)
+    if podman("exec", name, "cat", "/proc/1/comm", check=False).stdout.strip() == "systemd":
+        _wait_for_boot(name)
+    wait_for_ssh(name)
+
+
 def down(name):
     podman("rm", "-f", "-t", "0", name, check=False)
     if os.path.exists(SSH_CONFIG):
@@ -290,6 +314,8 @@ def main(argv=None):
     p_up.add_argument("--image", default=os.environ.get("RHOIM_HOST_IMAGE", DEFAULT_IMAGE))
     p_up.add_argument("--network", default=os.environ.get("RHOIM_HOST_NETWORK", DEFAULT_NETWORK))
     p_up.add_argument("--init", choices=("systemd", "sshd", "none"), default="systemd")
+    p_restart = sub.add_parser("restart", help="restart a host (as a reboot) and wait until it answers over SSH")
+    p_restart.add_argument("name")
     p_down = sub.add_parser("down", help="remove a host")
     p_down.add_argument("name")
     sub.add_parser("config", help="print the path of the SSH client configuration")
@@ -304,6 +330,8 @@ def main(argv=None):
         if args.cmd == "up":
             address = up(args.name, args.image, args.network, args.init, rest)
             print("%s %s" % (args.name, address or "(podman exec only)"))
+        elif args.cmd == "restart":
+            restart(args.name)
         elif args.cmd == "down":
             down(args.name)
         elif args.cmd == "ssh-args":

@@ -102,7 +102,7 @@ def test_site_lays_down_and_serves_a_model(tmp_path, hub, inference_host):
     # The unit serves the revision the model role laid down.
     assert os.path.basename(served) in config
     # The host runs firewalld (as RHEL does); the role opened the port.
-    assert subprocess.run(local_host.ssh_argv(inference_host, "firewall-cmd --query-port=8000/tcp"), check=False).returncode == 0
+    assert on_host(inference_host, "firewall-cmd --query-port=8000/tcp").strip() == "yes"
 
 
 def test_site_a_second_run_changes_nothing(tmp_path, hub, inference_host):
@@ -121,9 +121,8 @@ def test_a_restarted_host_serves_again_with_no_ansible_run(inference_host):
     key credential (/ is made shared early in boot by the image), same address, same host key."""
     address = local_host.up(inference_host, image="localhost/rhoim-test-host-vllm", network=NETWORK)
     known = open(os.path.join(local_host.HOSTS_DIR, inference_host + ".known_hosts")).read()
-    subprocess.run(["podman", "restart", inference_host], check=True, capture_output=True)
     start = time.monotonic()
-    local_host.wait_for_ssh(inference_host)
+    local_host.restart(inference_host)
     health = None
     while time.monotonic() - start < 300:
         try:

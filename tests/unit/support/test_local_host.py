@@ -35,3 +35,13 @@ def test_a_full_network_is_a_clear_error():
     used = [str(a) for a in ipaddress.ip_network("10.89.3.0/29").hosts()]
     with pytest.raises(local_host.HostError, match=r"no free address left on 10\.89\.3\.0/29"):
         local_host.pick_address("h", "10.89.3.0/29", "10.89.3.1", used)
+
+
+def test_each_host_name_has_its_own_fixed_mac_address():
+    mac = local_host.mac_address("rhoim-model-host")
+    assert mac == local_host.mac_address("rhoim-model-host")
+    assert mac != local_host.mac_address("rhoim-model-hub")
+    octets = [int(o, 16) for o in mac.split(":")]
+    assert len(octets) == 6
+    # Locally administered, unicast.
+    assert octets[0] & 0b10 and not octets[0] & 0b1
