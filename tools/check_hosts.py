@@ -11,11 +11,9 @@ skips it: `check_hosts.py --force` runs it anyway.
 """
 
 import hashlib
-import http.server
 import os
 import subprocess
 import sys
-import threading
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "support"))
 
@@ -88,27 +86,11 @@ def check(image):
                       "firewall rules (iptables) %s" % (HOST_B, got.stderr.strip()))
 
     gateway = local_host.network_gateway(NETWORK)
-    server = http.server.ThreadingHTTPServer((gateway, 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        got = on(HOST_A, "curl -sS --max-time 5 http://host.containers.internal:%d/" % server.server_address[1])
-    finally:
-        server.shutdown()
+    with local_host.controller_server(NETWORK, "rhoim-controller") as port:
+        got = on(HOST_A, "curl -sS --max-time 5 http://host.containers.internal:%d/" % port)
     if got.returncode != 0 or got.stdout.strip() != "rhoim-controller":
         raise Missing("a test host cannot reach a server on the controller at %s (host.containers.internal): "
                       "check this machine's firewall for the podman network %s: %s" % (gateway, NETWORK, got.stderr.strip()))
-
-
-class Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = b"rhoim-controller"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
 
 
 def main(argv):

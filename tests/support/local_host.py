@@ -33,11 +33,13 @@ import argparse
 import contextlib
 import fcntl
 import hashlib
+import http.server
 import ipaddress
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import zlib
 
@@ -127,6 +129,31 @@ def network_gateway(network=DEFAULT_NETWORK):
                         "the controller's address there (the address exists only while a host is attached)" % network)
     info = json.loads(podman("network", "inspect", network).stdout)[0]
     return info["subnets"][0]["gateway"]
+
+
+@contextlib.contextmanager
+def controller_server(network, body):
+    """A small HTTP server on the controller's address on a test network that answers every GET
+    with body; yields its port. Hosts reach it as host.containers.internal."""
+    data = body.encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer((network_gateway(network), 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def ensure_network(network):

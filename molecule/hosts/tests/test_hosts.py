@@ -1,11 +1,9 @@
 """The test ground: real systemd hosts, reached over SSH, that later scenarios converge and verify."""
 
-import http.server
 import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -92,23 +90,8 @@ def controller_server():
     """A server on the controller, as later scenarios run a Hub and a registry there: it listens
     on the controller's address on the test network, not on every address of the machine."""
     token = "controller-%s" % socket.gethostname()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = token.encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer((local_host.network_gateway(NETWORK), 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield token, server.server_address[1]
-    server.shutdown()
+    with local_host.controller_server(NETWORK, token) as port:
+        yield token, port
 
 
 def test_host_reaches_a_server_on_the_controller(host, controller_server):
