@@ -24,16 +24,22 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import email.utils
-import errno
 import hashlib
 import http.client
-import os
 import re
 import socket
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+
+from ansible_collections.rhoim.inference.plugins.module_utils.hf_errors import (
+    ChecksumError,
+    HfModelError,
+    HubError,
+    MissingLibraryError,
+)
+from ansible_collections.rhoim.inference.plugins.module_utils.hf_fsops import os_fsync, unlink_missing_ok, write_chunk
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 CHUNK_SIZE = 4 * 1024 * 1024
@@ -46,43 +52,6 @@ REDIRECT_STATUS = (301, 302, 303, 307, 308)
 MAX_REDIRECTS = 10
 MAX_RETRY_AFTER = 600.0
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
-
-
-class HfModelError(Exception):
-    """An error the module reports with ``fail_json``; ``str()`` is the whole message."""
-
-    kind = "error"
-
-    def __init__(self, msg, **details):
-        super(HfModelError, self).__init__(msg)
-        self.msg = msg
-        self.details = details
-
-
-class HubError(HfModelError):
-    """The Hub answered with an error (kind: repo_not_found, revision_not_found, gated,
-    unauthorized, forbidden, entry_not_found, http) or could not be reached (unreachable)."""
-
-    def __init__(self, kind, msg, **details):
-        super(HubError, self).__init__(msg, **details)
-        self.kind = kind
-
-
-class ChecksumError(HfModelError):
-    kind = "checksum"
-
-
-class DiskFullError(HfModelError):
-    kind = "disk_full"
-
-
-class MissingLibraryError(HfModelError):
-    kind = "missing_library"
-
-    def __init__(self, library, exc):
-        super(MissingLibraryError, self).__init__("%s is required: %s" % (library, exc))
-        self.library = library
-        self.exception = exc
 
 
 def scrub(text, token):
@@ -300,7 +269,6 @@ class HubClient:
         self._metadata = metadata
         self.opener = opener or urllib.request.build_opener(_NoRedirect)
         self.chunk_size = chunk_size
-        self.requests = 0
 
     # -- helpers -----------------------------------------------------------------------------
     @property
@@ -345,19 +313,18 @@ class HubClient:
             msg = "Hub request failed%s: %s" % (" (HTTP %s)" % status if status else "", where)
         if extra:
             msg += ": " + extra
-        return HubError(kind, self._msg(msg), repo_id=repo_id, revision=revision, file=path, status=status)
+        return HubError(kind, self._msg(msg))
 
     def _metadata_call(self, url, params, repo_id, revision):
         attempt = 0
         while True:
-            self.requests += 1
             try:
                 return self.metadata.get(url, params)
             except _Retryable as exc:
                 attempt += 1
                 if attempt > self.retries:
                     raise HubError("unreachable", self._msg("Hub endpoint unreachable after %d tries: %s: %s" % (
-                        attempt, self._where(repo_id, revision), exc.reason)), repo_id=repo_id, revision=revision) from None
+                        attempt, self._where(repo_id, revision), exc.reason))) from None
                 self.sleep(self._delay(attempt, exc.retry_after))
             except HfModelError:
                 raise
@@ -408,7 +375,6 @@ class HubClient:
             if self.token and _origin(url) == endpoint_origin:
                 h["Authorization"] = "Bearer %s" % self.token
             req = urllib.request.Request(url, headers=h, method="GET")  # noqa: S310 - scheme checked in __init__
-            self.requests += 1
             try:
                 return self.opener.open(req, timeout=self.timeout)
             except urllib.error.HTTPError as exc:
@@ -481,8 +447,7 @@ class HubClient:
                 attempt += 1
                 if refetched or attempt > self.retries:
                     raise ChecksumError(self._msg("Checksum mismatch after re-fetch: %s: expected %s %s, got %s" % (
-                        self._where(repo_id, commit, rf.path), rf.algorithm, rf.expected, exc.got)),
-                        repo_id=repo_id, revision=commit, file=rf.path, expected=rf.expected, got=exc.got) from None
+                        self._where(repo_id, commit, rf.path), rf.algorithm, rf.expected, exc.got))) from None
                 refetched = True
             except _Retryable as exc:
                 if exc.progress:
@@ -490,7 +455,7 @@ class HubClient:
                 attempt += 1
                 if attempt > self.retries:
                     raise HubError("unreachable", self._msg("Download failed after %d tries: %s: %s" % (
-                        attempt, self._where(repo_id, commit, rf.path), exc.reason)), repo_id=repo_id, revision=commit, file=rf.path) from None
+                        attempt, self._where(repo_id, commit, rf.path), exc.reason))) from None
                 self.sleep(self._delay(attempt, exc.retry_after))
 
     def _fetch_once(self, repo_id, commit, rf, part_path, state, progress, fsync=True):
@@ -532,12 +497,12 @@ class HubClient:
                         if state["offset"] + n > rf.size:
                             # More bytes than the file list says: corrupt, do not write past the size.
                             n = rf.size - state["offset"]
-                            _write(f, mv[:n], part_path)
+                            write_chunk(f, mv[:n], part_path)
                             state["hasher"].update(mv[:n])
                             state["offset"] += n
                             moved += n
                             raise _Mismatch("more than %d bytes" % rf.size)
-                        _write(f, mv[:n], part_path)
+                        write_chunk(f, mv[:n], part_path)
                         state["hasher"].update(mv[:n])
                         state["offset"] += n
                         moved += n
@@ -556,27 +521,6 @@ class HubClient:
                 resp.close()
             except Exception:  # noqa: S110 - best effort close
                 pass
-
-
-def os_fsync(f):
-    os.fsync(f.fileno())
-
-
-def _write(f, data, path):
-    try:
-        f.write(data)
-    except (IOError, OSError) as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise DiskFullError("Disk full while writing %s: %s" % (path, exc.strerror), file=path) from exc
-        raise
-
-
-def unlink_missing_ok(path):
-    try:
-        os.unlink(path)
-    except OSError as exc:
-        if exc.errno != errno.ENOENT:
-            raise
 
 
 def _content_range_start(value):

@@ -28,36 +28,38 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import errno
-import fcntl
 import fnmatch
 import json
 import os
-import shutil
 import stat
-import threading
 import time
 
-from ansible_collections.rhoim.inference.plugins.module_utils.hf_hub import (
-    DiskFullError,
-    HfModelError,
-    RemoteFile,
-    hash_file,
-    is_commit,
+from ansible_collections.rhoim.inference.plugins.module_utils.hf_errors import DiskFullError, HfModelError, PathError
+from ansible_collections.rhoim.inference.plugins.module_utils.hf_fsops import (
+    BackgroundSync,
+    FileLock,
+    ensure_dir,
+    exchange_dirs,
+    free_bytes_at,
+    fsync_dir,
+    is_file_of_size,
+    rmtree,
     unlink_missing_ok,
+    within,
+    write_json_atomic,
+)
+from ansible_collections.rhoim.inference.plugins.module_utils.hf_hub import RemoteFile, is_commit
+from ansible_collections.rhoim.inference.plugins.module_utils.hf_manifest import (
+    FileVerifier,
+    load_manifest,
+    manifest_path,
+    new_manifest,
+    write_manifest,
 )
 
-MANIFEST_FORMAT = 1
 CURRENT = "current"
 RESERVED = (".lock", ".manifests", ".staging", ".trash", CURRENT)
 PROGRESS_INTERVAL = 1.0
-
-
-class PathError(HfModelError):
-    kind = "path"
-
-
-class LockError(HfModelError):
-    kind = "lock"
 
 
 def safe_relpath(path, repo_id=None, revision=None):
@@ -84,15 +86,8 @@ def safe_relpath(path, repo_id=None, revision=None):
     if bad is None and os.path.normpath(path) != path:
         bad = "not a normalised path"
     if bad:
-        raise PathError("Refusing remote file %r%s: %s would escape or confuse the destination" % (path, where, bad), file=path)
+        raise PathError("Refusing remote file %r%s: %s would escape or confuse the destination" % (path, where, bad))
     return path
-
-
-def within(root, path):
-    """True when ``path`` (after resolving links) stays inside ``root``."""
-    root = os.path.realpath(root)
-    real = os.path.realpath(path)
-    return real == root or real.startswith(root + os.sep)
 
 
 def filter_files(files, allow_patterns=None, ignore_patterns=None):
@@ -116,201 +111,6 @@ def filter_files(files, allow_patterns=None, ignore_patterns=None):
 
 def normalise_patterns(patterns):
     return sorted(set(patterns or []))
-
-
-def fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-class BackgroundSync:
-    """fsync files on one helper thread while the caller downloads the next one.
-
-    ``fsync`` releases the GIL, so the disk writes back one file while the network and the hash
-    work on the next: on a 2-core host that took a 2 GiB laydown from 8.6-10.9 s to 5.0-5.4 s.
-    :meth:`wait` returns once every added file is durable, and raises the first error (EIO, or
-    ENOSPC that a filesystem with delayed allocation reports only at writeback).
-    """
-
-    def __init__(self):
-        self._cond = threading.Condition()
-        self._queue = []
-        self._error = None
-        self._closed = False
-        self._thread = threading.Thread(target=self._work, name="rhoim-fsync")
-        self._thread.daemon = True
-        self._thread.start()
-
-    def add(self, path):
-        with self._cond:
-            self._queue.append(path)
-            self._cond.notify()
-
-    def _work(self):
-        while True:
-            with self._cond:
-                while not self._queue and not self._closed:
-                    self._cond.wait()
-                if not self._queue:
-                    return
-                path = self._queue[0]
-            try:
-                if self._error is None:
-                    fd = os.open(path, os.O_RDONLY)
-                    try:
-                        os.fsync(fd)
-                    finally:
-                        os.close(fd)
-            except OSError as exc:
-                self._error = OSError(exc.errno, exc.strerror, path)
-            with self._cond:
-                self._queue.pop(0)
-                self._cond.notify_all()
-
-    def wait(self):
-        with self._cond:
-            while self._queue:
-                self._cond.wait()
-        if self._error is not None:
-            raise self._error
-
-    def close(self):
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-        self._thread.join()
-
-
-def write_json_atomic(path, data, mode=0o644, fsync=True):
-    tmp = "%s.%d.tmp" % (path, os.getpid())
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-        f.flush()
-        if fsync:
-            os.fsync(f.fileno())
-    os.chmod(tmp, mode)
-    os.rename(tmp, path)
-    if fsync:
-        fsync_dir(os.path.dirname(path))
-
-
-def rmtree(path):
-    if os.path.islink(path) or os.path.isfile(path):
-        os.unlink(path)
-    elif os.path.isdir(path):
-        # Writable first: files we made read-only still unlink (the folder mode is what counts),
-        # but a read-only sub-folder would stop rmtree.
-        for root, dirs, _files in os.walk(path):
-            for d in dirs:
-                p = os.path.join(root, d)
-                if not os.path.islink(p):
-                    os.chmod(p, 0o700)
-        os.chmod(path, 0o700)
-        shutil.rmtree(path)
-
-
-def _libc_exchange():
-    try:
-        import ctypes
-        import ctypes.util
-
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        fn = libc.renameat2
-    except (ImportError, OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    fn.restype = ctypes.c_int
-
-    def exchange(a, b):
-        if fn(-100, os.fsencode(a), -100, os.fsencode(b), 2) != 0:  # AT_FDCWD, RENAME_EXCHANGE
-            e = ctypes.get_errno()
-            raise OSError(e, os.strerror(e), a)
-
-    return exchange
-
-
-def exchange_dirs(a, b):
-    """Swap two folders atomically where the kernel can (Linux renameat2); else two renames."""
-    fn = _libc_exchange()
-    if fn is not None:
-        try:
-            fn(a, b)
-            return True
-        except OSError as exc:
-            if exc.errno not in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP if hasattr(errno, "ENOTSUP") else errno.EINVAL):
-                raise
-    # Fallback: a short window in which ``b`` is missing.
-    tmp = b + ".old.%d" % os.getpid()
-    os.rename(b, tmp)
-    os.rename(a, b)
-    os.rename(tmp, a)
-    return False
-
-
-class FileLock:
-    """``flock`` on ``path``: the kernel drops it when the holder dies, even by SIGKILL."""
-
-    def __init__(self, path, timeout=600.0, sleep=time.sleep, clock=time.monotonic, poll=0.2):
-        self.path = path
-        self.timeout = timeout
-        self.sleep = sleep
-        self.clock = clock
-        self.poll = poll
-        self.fd = None
-
-    def _holder(self):
-        try:
-            with open(self.path) as f:
-                return f.read().strip() or "unknown"
-        except (IOError, OSError):
-            return "unknown"
-
-    def acquire(self):
-        deadline = self.clock() + self.timeout
-        while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except (IOError, OSError) as exc:
-                os.close(fd)
-                if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                    raise
-                if self.clock() >= deadline:
-                    raise LockError("%s is locked by another hf_model run (PID %s); gave up after %ss. "
-                                    "Wait for it to finish, or stop it." % (self.path, self._holder(), self.timeout), holder=self._holder()) from None
-                self.sleep(self.poll)
-                continue
-            # The file we locked may have been removed (state=absent) while we waited.
-            try:
-                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
-            except OSError:
-                same = False
-            if not same:
-                os.close(fd)
-                continue
-            os.ftruncate(fd, 0)
-            os.write(fd, ("%d\n" % os.getpid()).encode())
-            self.fd = fd
-            return self
-
-    def release(self):
-        if self.fd is not None:
-            try:
-                os.ftruncate(self.fd, 0)
-            except OSError:
-                pass
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
-
-    def __enter__(self):
-        return self.acquire()
-
-    def __exit__(self, *exc):
-        self.release()
 
 
 def resolve_user(owner):
@@ -361,30 +161,36 @@ def dir_mode_for(mode):
 class Laydown:
     """Lay down one revision of one model under ``dest`` (``state=present``) or remove it (``absent``).
 
-    ``params`` uses the module's option names.  ``client_factory()`` returns a
-    :class:`~hf_hub.HubClient`; it is only called when the Hub must be asked, so a pinned,
-    present commit needs neither the network nor huggingface_hub.
+    ``params`` uses the module's option names; they are read here, once.  ``client_factory()``
+    returns a :class:`~hf_hub.HubClient`; it is only called when the Hub must be asked, so a
+    pinned, present commit needs neither the network nor huggingface_hub.
     """
 
     def __init__(self, params, client_factory, check_mode=False, diff=False, sleep=time.sleep, clock=time.time):
-        self.p = dict(params)
         self.client_factory = client_factory
         self._client = None
         self.check_mode = check_mode
         self.want_diff = diff
         self.sleep = sleep
         self.clock = clock
-        self.dest = os.path.abspath(self.p["dest"])
-        self.repo_id = self.p["repo_id"]
-        self.verify = self.p.get("verify") or "quick"
-        self.allow = normalise_patterns(self.p.get("allow_patterns"))
-        self.ignore = normalise_patterns(self.p.get("ignore_patterns"))
-        self.mode = parse_mode(self.p.get("mode"))
+        self.dest = os.path.abspath(params["dest"])
+        self.repo_id = params["repo_id"]
+        self.revision = params.get("revision") or "main"
+        self.state = params.get("state", "present")
+        self.endpoint = params.get("endpoint")
+        self.allow = normalise_patterns(params.get("allow_patterns"))
+        self.ignore = normalise_patterns(params.get("ignore_patterns"))
+        self.mode = parse_mode(params.get("mode"))
         self.dmode = dir_mode_for(self.mode)
-        self.uid = resolve_user(self.p.get("owner"))
-        self.gid = resolve_group(self.p.get("group"))
+        self.uid = resolve_user(params.get("owner"))
+        self.gid = resolve_group(params.get("group"))
+        self.keep_revisions = params.get("keep_revisions", 1)
+        self.protect_revisions = params.get("protect_revisions") or []
+        self.min_free_bytes = int(params.get("min_free_bytes") or 0)
+        self.lock_timeout = params.get("lock_timeout", 600)
+        self.progress_file = params.get("progress_file")
+        self.verifier = FileVerifier(params.get("verify") or "quick")
         self.changed = False
-        self._checked = {}
         self._progress = {"bytes_done": 0, "bytes_total": 0, "file": None, "files_done": 0, "files_total": 0}
         self._progress_at = 0.0
         self.bytes_downloaded = 0
@@ -392,9 +198,6 @@ class Laydown:
     # -- paths -------------------------------------------------------------------------------
     def rev_dir(self, sha):
         return os.path.join(self.dest, sha)
-
-    def manifest_path(self, sha):
-        return os.path.join(self.dest, ".manifests", sha + ".json")
 
     def stage_dir(self, sha):
         return os.path.join(self.dest, ".staging", sha)
@@ -424,45 +227,15 @@ class Laydown:
             return []
         return sorted(n for n in names if is_commit(n) and os.path.isdir(os.path.join(self.dest, n)))
 
-    def load_manifest(self, sha):
-        try:
-            with open(self.manifest_path(sha)) as f:
-                data = json.load(f)
-        except (IOError, OSError, ValueError):
-            return None
-        if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT or data.get("commit") != sha:
-            return None
-        return data
-
     # -- verification ------------------------------------------------------------------------
-    def check_file(self, path, entry, mode=None):
-        """Does the file at ``path`` still hold what ``entry`` (a manifest entry) says?"""
-        mode = mode or self.verify
-        try:
-            st = os.lstat(path)
-        except OSError:
-            return False
-        if not stat.S_ISREG(st.st_mode) or st.st_size != entry["size"]:
-            return False
-        if mode == "quick":
-            return st.st_mtime_ns == entry.get("mtime_ns") and st.st_ino == entry.get("ino")
-        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-        if key not in self._checked:
-            rf = RemoteFile.from_dict(entry)
-            h, _n = hash_file(path, rf)
-            self._checked[key] = h.hexdigest() == rf.expected
-        return self._checked[key]
-
     def check_revision(self, sha):
         """(manifest, bad paths) of revision ``sha``; manifest None when it is absent or for other inputs."""
-        m = self.load_manifest(sha)
+        m = load_manifest(self.dest, sha)
         if m is None or not os.path.isdir(self.rev_dir(sha)):
             return None, None
         if m.get("repo_id") != self.repo_id:
             return None, None
-        root = self.rev_dir(sha)
-        bad = [e["path"] for e in m["files"] if not self.check_file(os.path.join(root, e["path"]), e)]
-        return m, bad
+        return m, self.verifier.bad_files(self.rev_dir(sha), m)
 
     def matches_patterns(self, manifest):
         return manifest.get("allow_patterns") == self.allow and manifest.get("ignore_patterns") == self.ignore
@@ -471,7 +244,7 @@ class Laydown:
         """content key -> [(path, entry)] over every present revision with a manifest."""
         index = {}
         for sha in self.present_revisions():
-            m = self.load_manifest(sha)
+            m = load_manifest(self.dest, sha)
             if m is None or m.get("repo_id") != self.repo_id:
                 continue
             for e in m["files"]:
@@ -481,15 +254,14 @@ class Laydown:
 
     # -- progress ----------------------------------------------------------------------------
     def _write_progress(self, force=False):
-        path = self.p.get("progress_file")
-        if not path or self.check_mode:
+        if not self.progress_file or self.check_mode:
             return
         now = self.clock()
         if not force and now - self._progress_at < PROGRESS_INTERVAL:
             return
         self._progress_at = now
         try:
-            write_json_atomic(path, dict(self._progress, updated=now), fsync=False)
+            write_json_atomic(self.progress_file, dict(self._progress, updated=now), fsync=False)
         except (IOError, OSError):
             pass  # progress is best effort; never fail a laydown over it
 
@@ -500,12 +272,12 @@ class Laydown:
 
     # -- main entry points -------------------------------------------------------------------
     def run(self):
-        if self.p.get("state", "present") == "absent":
+        if self.state == "absent":
             return self.remove()
         return self.present()
 
     def _lock(self):
-        return FileLock(os.path.join(self.dest, ".lock"), timeout=self.p.get("lock_timeout", 600), sleep=self.sleep)
+        return FileLock(os.path.join(self.dest, ".lock"), timeout=self.lock_timeout, sleep=self.sleep)
 
     def present(self):
         if not self.check_mode:
@@ -529,7 +301,7 @@ class Laydown:
                 os.mkdir(p, 0o755)
 
     def _present(self):
-        revision = self.p.get("revision") or "main"
+        revision = self.revision
         before = self.current_revision()
         sha = None
         manifest = None
@@ -559,7 +331,7 @@ class Laydown:
         result["files"] = len(files)
         result["bytes"] = sum(f["size"] for f in files)
         if self.want_diff:
-            before_m = self.load_manifest(before) if before else None
+            before_m = load_manifest(self.dest, before) if before else None
             result["diff"] = {
                 "before": {"revision": before, "files": sorted(f["path"] for f in before_m["files"]) if before_m else []},
                 "after": {"revision": sha, "files": sorted(f["path"] for f in files)},
@@ -599,13 +371,13 @@ class Laydown:
         plan = []
         for rf in wanted:
             staged = os.path.join(files_dir, rf.path)
-            if expect.get(rf.path) == rf.as_dict() and _size_is(staged, rf.size):
+            if expect.get(rf.path) == rf.as_dict() and is_file_of_size(staged, rf.size):
                 plan.append((rf, "staged", None))
                 continue
             src = None
             for path, entry in index.get(rf.key, []):
                 # A touched (mtime) but intact file is re-hashed rather than downloaded again.
-                if entry["size"] == rf.size and (self.check_file(path, entry) or self.check_file(path, entry, "full")):
+                if entry["size"] == rf.size and (self.verifier.check(path, entry) or self.verifier.check(path, entry, "full")):
                     src = path
                     break
             plan.append((rf, "link", src) if src else (rf, "fetch", None))
@@ -628,54 +400,71 @@ class Laydown:
         return size if size <= rf.size and self._load_expect(sha).get(rf.path) == rf.as_dict() else 0
 
     def free_bytes(self):
-        path = self.dest
-        while not os.path.isdir(path):
-            parent = os.path.dirname(path)
-            if parent == path:
-                break
-            path = parent
-        st = os.statvfs(path)
-        return st.f_bavail * st.f_frsize
+        return free_bytes_at(self.dest)
 
     def _space_check(self, sha, plan):
         missing = sum(rf.size - self._partial_size(sha, rf) for rf, how, _src in plan if how == "fetch")
-        margin = int(self.p.get("min_free_bytes") or 0)
+        margin = self.min_free_bytes
         free = self.free_bytes()
         if missing and missing + margin > free:
             raise DiskFullError(
                 "Not enough free space in %s for repo %s, revision %s: need %d bytes (%d to download + %d min_free_bytes), %d free"
-                % (self.dest, self.repo_id, sha, missing + margin, missing, margin, free),
-                needed=missing + margin, free=free)
+                % (self.dest, self.repo_id, sha, missing + margin, missing, margin, free))
         return missing
 
     # -- building a revision -----------------------------------------------------------------
     def _build(self, sha, plan):
-        # Space first, before anything is written: a run that cannot fit leaves nothing behind.
-        self._space_check(sha, plan)
+        """Lay down ``plan`` in staging, then move it in as revision ``sha``; returns its manifest."""
+        want = dict((rf.path, rf.as_dict()) for rf, _how, _src in plan)
+        self._drop_stale_staging(sha, want)
+        # Once stale staging is gone (its space counts), and before anything is written: a run
+        # that cannot fit leaves nothing new behind.
+        missing = self._space_check(sha, plan)
+        self._open_staging(sha, want)
+        self._fill_staging(sha, plan, missing)
+        self._seal_staging(sha, plan)
+        files_dir = os.path.join(self.stage_dir(sha), "files")
+        manifest = new_manifest(files_dir, [rf for rf, _how, _src in plan], repo_id=self.repo_id, commit=sha,
+                                allow_patterns=self.allow, ignore_patterns=self.ignore, endpoint=self.endpoint, created=self.clock())
+        # The manifest first: if we die before the folder moves, the next run finds the staging
+        # complete and only redoes the moves.
+        write_manifest(self.dest, manifest, self.mode)
+        self._move_in(sha)
+        self._progress["file"] = None
+        self._write_progress(force=True)
+        return manifest
+
+    def _drop_stale_staging(self, sha, want):
+        """Remove staging of other revisions, and partials or staged files not in ``want`` (path -> entry)."""
         staging_root = os.path.join(self.dest, ".staging")
-        stage = self.stage_dir(sha)
-        files_dir = os.path.join(stage, "files")
-        parts_dir = os.path.join(stage, "parts")
         # Stray staging of other revisions (an interrupted earlier run) goes.
         if os.path.isdir(staging_root):
             for name in os.listdir(staging_root):
                 if name != sha:
                     rmtree(os.path.join(staging_root, name))
-        for d in (files_dir, parts_dir):
-            if not os.path.isdir(d):
-                os.makedirs(d, 0o700)
         expect = self._load_expect(sha)
-        want = dict((rf.path, rf.as_dict()) for rf, _how, _src in plan)
+        stage = self.stage_dir(sha)
         # Partials and staged files for other files, or for other contents, go.
-        for base in (files_dir, parts_dir):
+        for base in (os.path.join(stage, "files"), os.path.join(stage, "parts")):
             for root, _dirs, names in os.walk(base):
                 for n in names:
                     full = os.path.join(root, n)
                     rel = os.path.relpath(full, base)
                     if rel not in want or expect.get(rel) != want[rel]:
                         os.unlink(full)
+
+    def _open_staging(self, sha, want):
+        stage = self.stage_dir(sha)
+        for d in (os.path.join(stage, "files"), os.path.join(stage, "parts")):
+            if not os.path.isdir(d):
+                os.makedirs(d, 0o700)
         write_json_atomic(os.path.join(stage, "expect.json"), {"repo_id": self.repo_id, "commit": sha, "files": want}, fsync=False)
-        missing = self._space_check(sha, plan)
+
+    def _fill_staging(self, sha, plan, missing):
+        """Link or download every file of ``plan`` into staging; all synced to disk on return.
+
+        A full disk removes the staging and raises :class:`DiskFullError` naming the file.
+        """
         fetch = [(rf, how, src) for rf, how, src in plan if how == "fetch"]
         self._progress.update(bytes_total=missing, bytes_done=0, files_total=len(fetch), files_done=0, revision=sha, file=None)
         self._write_progress(force=True)
@@ -683,93 +472,81 @@ class Laydown:
         syncer = BackgroundSync()
         try:
             for rf, how, src in sorted(plan, key=lambda x: (x[1] == "fetch", x[0].path)):
-                dst = os.path.join(files_dir, rf.path)
-                if not within(files_dir, os.path.dirname(dst) or files_dir):
-                    raise PathError("Refusing remote file %r (repo %s, revision %s): resolves outside %s" % (
-                        rf.path, self.repo_id, sha, self.dest), file=rf.path)
-                _makedirs(os.path.dirname(dst))
-                if how == "staged":
-                    syncer.add(dst)  # verified by an earlier run that may have died before its sync
-                    continue
-                if how == "link":
-                    unlink_missing_ok(dst)
-                    try:
-                        os.link(src, dst)
-                        continue
-                    except OSError:
-                        pass  # another filesystem, too many links...: download instead
-                part = os.path.join(parts_dir, rf.path)
-                _makedirs(os.path.dirname(part))
-                self._progress["file"] = rf.path
-                self.bytes_downloaded += self.client.download(self.repo_id, sha, rf, part, progress=self._on_bytes, fsync=False)
-                os.rename(part, dst)
-                syncer.add(dst)
-                self._progress["files_done"] += 1
-                self._write_progress(force=True)
+                self._stage_file(sha, rf, how, src, syncer)
             rf = None
             syncer.wait()
         except (DiskFullError, OSError) as exc:
             if isinstance(exc, OSError) and exc.errno not in (errno.ENOSPC, errno.EDQUOT):
                 raise
-            rmtree(stage)
-            if rf is not None:
-                name = rf.path
-            elif getattr(exc, "filename", None):
-                name = os.path.relpath(exc.filename, files_dir)  # reported by the background sync
-            else:
-                name = "?"
-            raise DiskFullError("Disk full in %s while laying down repo %s, revision %s, file %s; staging removed, %s unchanged (%s)"
-                                % (self.dest, self.repo_id, sha, name, self.current_link,
-                                   "still %s" % self.current_revision() if self.current_revision() else "not created"),
-                                file=None if name == "?" else name) from exc
+            rmtree(self.stage_dir(sha))
+            raise self._disk_full(sha, rf, exc) from exc
         finally:
             syncer.close()
-        # Attributes, durability, manifest.
-        entries = []
-        dirs = set([files_dir])
-        for rf, _how, _src in plan:
-            dst = os.path.join(files_dir, rf.path)
-            self._set_attrs(dst, self.mode)
-            d = os.path.dirname(dst)
-            while d != files_dir and d not in dirs:
-                dirs.add(d)
-                d = os.path.dirname(d)
-        for d in sorted(dirs, key=len, reverse=True):
+
+    def _stage_file(self, sha, rf, how, src, syncer):
+        files_dir = os.path.join(self.stage_dir(sha), "files")
+        dst = os.path.join(files_dir, rf.path)
+        if not within(files_dir, os.path.dirname(dst) or files_dir):
+            raise PathError("Refusing remote file %r (repo %s, revision %s): resolves outside %s" % (
+                rf.path, self.repo_id, sha, self.dest))
+        ensure_dir(os.path.dirname(dst))
+        if how == "staged":
+            syncer.add(dst)  # verified by an earlier run that may have died before its sync
+            return
+        if how == "link":
+            unlink_missing_ok(dst)
+            try:
+                os.link(src, dst)
+                return
+            except OSError:
+                pass  # another filesystem, too many links...: download instead
+        part = os.path.join(self.stage_dir(sha), "parts", rf.path)
+        ensure_dir(os.path.dirname(part))
+        self._progress["file"] = rf.path
+        self.bytes_downloaded += self.client.download(self.repo_id, sha, rf, part, progress=self._on_bytes, fsync=False)
+        os.rename(part, dst)
+        syncer.add(dst)
+        self._progress["files_done"] += 1
+        self._write_progress(force=True)
+
+    def _disk_full(self, sha, rf, exc):
+        """The error for a full disk while staging ``rf`` (None: found by the background sync)."""
+        files_dir = os.path.join(self.stage_dir(sha), "files")
+        if rf is not None:
+            name = rf.path
+        elif getattr(exc, "filename", None):
+            name = os.path.relpath(exc.filename, files_dir)  # reported by the background sync
+        else:
+            name = "?"
+        return DiskFullError("Disk full in %s while laying down repo %s, revision %s, file %s; staging removed, %s unchanged (%s)"
+                             % (self.dest, self.repo_id, sha, name, self.current_link,
+                                "still %s" % self.current_revision() if self.current_revision() else "not created"))
+
+    def _seal_staging(self, sha, plan):
+        """Set modes and owners in staging, and sync its folders."""
+        files_dir = os.path.join(self.stage_dir(sha), "files")
+        paths = [os.path.join(files_dir, rf.path) for rf, _how, _src in plan]
+        for path in paths:
+            self._set_attrs(path, self.mode)
+        for d in sorted(folders_of(files_dir, paths), key=len, reverse=True):
             self._set_attrs(d, self.dmode)
             fsync_dir(d)
-        for rf, _how, _src in plan:
-            dst = os.path.join(files_dir, rf.path)
-            st = os.lstat(dst)
-            if st.st_size != rf.size:
-                raise HfModelError("Staged file %s of repo %s, revision %s has %d bytes, expected %d" % (rf.path, self.repo_id, sha, st.st_size, rf.size))
-            e = rf.as_dict()
-            e.update(mtime_ns=st.st_mtime_ns, ino=st.st_ino)
-            entries.append(e)
-        manifest = {
-            "format": MANIFEST_FORMAT, "repo_id": self.repo_id, "commit": sha,
-            "allow_patterns": self.allow, "ignore_patterns": self.ignore,
-            "endpoint": self.p.get("endpoint"), "created": self.clock(),
-            "files": sorted(entries, key=lambda e: e["path"]),
-        }
-        # The manifest first: if we die before the folder moves, the next run finds the staging
-        # complete and only redoes the moves.
-        write_json_atomic(self.manifest_path(sha), manifest, mode=self.mode)
+
+    def _move_in(self, sha):
+        """Make the staged files revision ``sha``, then remove the staging."""
+        files_dir = os.path.join(self.stage_dir(sha), "files")
         target = self.rev_dir(sha)
         if os.path.isdir(target):
             # Repair or pattern change of a present revision: swap, never write into it.
             exchange_dirs(files_dir, target)
-            fsync_dir(self.dest)
         else:
             os.rename(files_dir, target)
-            fsync_dir(self.dest)
-        rmtree(stage)
+        fsync_dir(self.dest)
+        rmtree(self.stage_dir(sha))
         try:
-            os.rmdir(staging_root)
+            os.rmdir(os.path.join(self.dest, ".staging"))
         except OSError:
             pass
-        self._progress["file"] = None
-        self._write_progress(force=True)
-        return manifest
 
     def _set_attrs(self, path, mode):
         st = os.lstat(path)
@@ -781,16 +558,9 @@ class Laydown:
     def _attr_fixes(self, sha, manifest, apply=False):
         """Paths of revision ``sha`` whose mode or owner differ from the options (fixed when ``apply``)."""
         root = self.rev_dir(sha)
-        todo = []
-        dirs = set([root])
-        for e in manifest["files"]:
-            p = os.path.join(root, e["path"])
-            todo.append((p, self.mode))
-            d = os.path.dirname(p)
-            while d != root and d not in dirs:
-                dirs.add(d)
-                d = os.path.dirname(d)
-        todo.extend((d, self.dmode) for d in dirs)
+        paths = [os.path.join(root, e["path"]) for e in manifest["files"]]
+        todo = [(p, self.mode) for p in paths]
+        todo.extend((d, self.dmode) for d in folders_of(root, paths))
         fixes = []
         for p, mode in todo:
             st = os.lstat(p)
@@ -818,11 +588,11 @@ class Laydown:
         # Never: the revision now served, the one served when this run started (a running
         # server may still have it open), or one the caller protects (the one it has loaded).
         keep = set([current, before])
-        keep.update(self.p.get("protect_revisions") or [])
+        keep.update(self.protect_revisions)
         others = [s for s in self.present_revisions() if s not in keep]
 
         def age(s):
-            m = self.load_manifest(s)
+            m = load_manifest(self.dest, s)
             if m and m.get("created"):
                 return m["created"]
             try:
@@ -831,16 +601,16 @@ class Laydown:
                 return 0
 
         others.sort(key=age, reverse=True)
-        n = max(0, int(self.p.get("keep_revisions", 1)))
+        n = max(0, int(self.keep_revisions))
         return others[n:]
 
     def _gc(self, current, before):
         removed = []
         for sha in self._gc_victims(current, before):
             # Manifest first: a half-removed folder must never count as a verified revision.
-            unlink_missing_ok(self.manifest_path(sha))
+            unlink_missing_ok(manifest_path(self.dest, sha))
             trash = os.path.join(self.dest, ".trash")
-            _makedirs(trash)
+            ensure_dir(trash)
             tmp = os.path.join(trash, "%s.%d" % (sha, os.getpid()))
             os.rename(self.rev_dir(sha), tmp)
             removed.append(sha)
@@ -877,7 +647,7 @@ class Laydown:
         if stranger is not None:
             raise HfModelError("dest %s holds %r, which hf_model did not put there; refusing to remove the folder" % (self.dest, stranger))
         if self.want_diff:
-            m = self.load_manifest(before) if before else None
+            m = load_manifest(self.dest, before) if before else None
             result["diff"] = {"before": {"revision": before, "files": sorted(f["path"] for f in m["files"]) if m else []},
                               "after": {"revision": None, "files": []}}
         result["changed"] = True
@@ -895,14 +665,12 @@ class Laydown:
         return result
 
 
-def _size_is(path, size):
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return False
-    return stat.S_ISREG(st.st_mode) and st.st_size == size
-
-
-def _makedirs(path):
-    if not os.path.isdir(path):
-        os.makedirs(path, 0o755)
+def folders_of(root, paths):
+    """``root`` and every folder between it and each of ``paths``."""
+    folders = set([root])
+    for path in paths:
+        d = os.path.dirname(path)
+        while d != root and d not in folders:
+            folders.add(d)
+            d = os.path.dirname(d)
+    return folders

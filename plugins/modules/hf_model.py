@@ -270,13 +270,8 @@ bytes_to_fetch:
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.rhoim.inference.plugins.module_utils.hf_hub import (
-    DEFAULT_ENDPOINT,
-    HfModelError,
-    HubClient,
-    MissingLibraryError,
-    scrub,
-)
+from ansible_collections.rhoim.inference.plugins.module_utils.hf_errors import HfModelError, MissingLibraryError
+from ansible_collections.rhoim.inference.plugins.module_utils.hf_hub import DEFAULT_ENDPOINT, HubClient, scrub
 from ansible_collections.rhoim.inference.plugins.module_utils.hf_store import Laydown
 
 

@@ -10,11 +10,9 @@ import urllib.error
 import pytest
 
 from ansible_collections.rhoim.inference.plugins.module_utils import hf_hub
+from ansible_collections.rhoim.inference.plugins.module_utils.hf_errors import ChecksumError, DiskFullError, HfModelError, HubError
 from ansible_collections.rhoim.inference.plugins.module_utils.hf_hub import (
-    ChecksumError,
-    DiskFullError,
     HubClient,
-    HubError,
     RemoteFile,
     _Retryable,
     hash_file,
@@ -291,16 +289,16 @@ def test_enospc_while_writing_is_disk_full(tmp_path, monkeypatch):
     rf = lfs("w.bin", data)
 
     def boom(f, data, path):
-        raise DiskFullError("Disk full while writing %s" % path, file=path)
+        raise DiskFullError("Disk full while writing %s" % path)
 
-    monkeypatch.setattr(hf_hub, "_write", boom)
+    monkeypatch.setattr(hf_hub, "write_chunk", boom)
     c, _unused = client(Opener(ok(data)))
     with pytest.raises(DiskFullError):
         c.download("o/n", "a" * 40, rf, str(tmp_path / "p"))
 
 
 def test_endpoint_must_be_http():
-    with pytest.raises(hf_hub.HfModelError):
+    with pytest.raises(HfModelError):
         HubClient("file:///etc", token=TOKEN)
 
 

@@ -6,7 +6,8 @@ import pytest
 
 import hub_server  # tests/support, on the path from tests/unit/conftest.py
 from ansible_collections.rhoim.inference.plugins.module_utils import hf_hub
-from ansible_collections.rhoim.inference.plugins.module_utils.hf_hub import ChecksumError, HubClient, HubError
+from ansible_collections.rhoim.inference.plugins.module_utils.hf_errors import ChecksumError, HubError
+from ansible_collections.rhoim.inference.plugins.module_utils.hf_hub import HubClient
 from ansible_collections.rhoim.inference.plugins.module_utils.hf_store import Laydown
 
 TOKEN = "hf_e2e_token_abcdef"  # noqa: S105 - a fixture token

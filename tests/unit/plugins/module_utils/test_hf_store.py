@@ -8,14 +8,12 @@ import time
 
 import pytest
 
-from ansible_collections.rhoim.inference.plugins.module_utils import hf_store
-from ansible_collections.rhoim.inference.plugins.module_utils.hf_hub import DiskFullError, HfModelError, RemoteFile
+from ansible_collections.rhoim.inference.plugins.module_utils import hf_fsops, hf_manifest
+from ansible_collections.rhoim.inference.plugins.module_utils.hf_errors import DiskFullError, HfModelError, LockError, PathError
+from ansible_collections.rhoim.inference.plugins.module_utils.hf_fsops import BackgroundSync, FileLock
+from ansible_collections.rhoim.inference.plugins.module_utils.hf_hub import RemoteFile
 from ansible_collections.rhoim.inference.plugins.module_utils.hf_store import (
-    BackgroundSync,
-    FileLock,
     Laydown,
-    LockError,
-    PathError,
     dir_mode_for,
     filter_files,
     parse_mode,
@@ -163,7 +161,7 @@ def test_pinned_commit_present_makes_zero_requests_and_does_not_hash(hub, dest, 
     def no_hashing(*a, **k):
         raise AssertionError("quick verify must not hash")
 
-    monkeypatch.setattr(hf_store, "hash_file", no_hashing)
+    monkeypatch.setattr(hf_manifest, "hash_file", no_hashing)
     factory_calls = []
 
     def factory():
@@ -319,13 +317,26 @@ def test_space_check_counts_only_missing_bytes(hub, dest, monkeypatch):
         run(hub, dest, revision="v3", min_free_bytes=0)  # needs 5008 (new weights + config)
     msg = str(ei.value)
     assert "need 5008 bytes" in msg and "100 free" in msg and dest in msg
-    assert ei.value.details == {"needed": 5008, "free": 100}
     assert os.readlink(os.path.join(dest, "current")) == B
+
+
+def test_stale_staging_is_removed_before_the_space_check(hub, dest, monkeypatch):
+    """The download fits only once the staging an interrupted run left for another revision is gone."""
+    stale = os.path.join(dest, ".staging", "d" * 40, "parts", "model.safetensors")
+    os.makedirs(os.path.dirname(stale))
+    with open(stale, "wb") as f:
+        f.write(b"W" * 6000)
+    # 100 bytes free while the stale staging is there; its 6000 bytes come back when it goes.
+    monkeypatch.setattr(Laydown, "free_bytes", lambda self: 100 if os.path.exists(stale) else 6100)
+    r = run(hub, dest)  # needs 5012
+    assert r["changed"] and r["bytes_downloaded"] == 5012
+    assert os.readlink(os.path.join(dest, "current")) == A
+    assert not os.path.exists(os.path.join(dest, ".staging"))
 
 
 def test_disk_full_during_download_cleans_staging_keeps_current(hub, dest):
     run(hub, dest)
-    hub.fail_download = DiskFullError("Disk full while writing x", file="x")
+    hub.fail_download = DiskFullError("Disk full while writing x")
     with pytest.raises(DiskFullError) as ei:
         run(hub, dest, revision="v3")
     msg = str(ei.value)
@@ -344,7 +355,7 @@ def test_background_sync_syncs_every_file_before_wait_returns(tmp_path, monkeypa
         synced.append(os.readlink("/proc/self/fd/%d" % fd))
         real_fsync(fd)
 
-    monkeypatch.setattr(hf_store.os, "fsync", slow_fsync)
+    monkeypatch.setattr(hf_fsops.os, "fsync", slow_fsync)
     paths = []
     for i in range(3):
         paths.append(str(tmp_path / ("f%d" % i)))
@@ -381,7 +392,7 @@ def test_disk_full_at_writeback_cleans_staging_keeps_current(hub, dest, monkeypa
             raise OSError(28, "No space left on device")
         real_fsync(fd)
 
-    monkeypatch.setattr(hf_store.os, "fsync", enospc_for_weights)
+    monkeypatch.setattr(hf_fsops.os, "fsync", enospc_for_weights)
     with pytest.raises(DiskFullError) as ei:
         run(hub, dest, revision="v3")
     msg = str(ei.value)

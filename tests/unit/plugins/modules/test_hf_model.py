@@ -90,9 +90,10 @@ def test_failure_message_has_no_token(hub, tmp_path):
 
 def test_missing_library_reported(tmp_path, monkeypatch):
     from ansible_collections.rhoim.inference.plugins.module_utils import hf_hub
+    from ansible_collections.rhoim.inference.plugins.module_utils.hf_errors import MissingLibraryError
 
     def missing(self, *a, **k):
-        raise hf_hub.MissingLibraryError("huggingface_hub", ImportError("No module named 'huggingface_hub'"))
+        raise MissingLibraryError("huggingface_hub", ImportError("No module named 'huggingface_hub'"))
 
     monkeypatch.setattr(hf_hub.HfApiMetadata, "__init__", missing)
     e = call(dict(repo_id="acme/tiny", dest=str(tmp_path / "m"), endpoint="http://127.0.0.1:9"))
