@@ -41,6 +41,8 @@ lint: setup-controller
 	shellcheck tools/*.sh tests/support/host-image/*.sh roles/vllm_service/files/rhoim-vllm-serve
 	ansible-lint
 	antsibull-changelog lint
+	promtool check config --syntax-only docs/monitoring/prometheus-scrape.yml
+	promtool check rules docs/monitoring/rhoim-vllm-alerts.yml
 
 sanity: setup-controller
 	tools/sanity.sh

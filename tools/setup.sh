@@ -18,7 +18,7 @@ WHEELHOUSE=${RHOIM_WHEELHOUSE:-$RHOIM_CACHE/wheelhouse}
 PYTHON=${PYTHON:-python3}
 
 # Each package and why it is here: README.md, "Development".
-CONTROLLER_PACKAGES=(python3 python3-venv ca-certificates git rsync shellcheck)
+CONTROLLER_PACKAGES=(python3 python3-venv ca-certificates git rsync shellcheck prometheus)
 HOST_PACKAGES=(podman uidmap fuse-overlayfs slirp4netns runc crun netavark aardvark-dns iptables
   openssh-client debootstrap docker-registry skopeo curl)
 
@@ -96,7 +96,15 @@ step_ansible_test_bootstrap() {
   cp "$ROOT/tools/get_pip_offline.py" "$path"
 }
 
-step_controller_packages() { install_packages "${CONTROLLER_PACKAGES[@]}"; }
+step_controller_packages() {
+  install_packages "${CONTROLLER_PACKAGES[@]}"
+  # Only promtool and a Prometheus the tests start themselves are wanted: where systemd runs,
+  # Debian's package would also serve on every address of the machine.
+  if [ -d /run/systemd/system ] && systemctl is-enabled -q prometheus 2>/dev/null; then
+    need_root "systemctl disable --now prometheus"
+    systemctl disable -q --now prometheus
+  fi
+}
 step_host_packages() { install_packages "${HOST_PACKAGES[@]}"; }
 
 # The controller's SSH key and client configuration (tests/support/local_host.py), once per machine.

@@ -131,6 +131,17 @@ def test_check_mode_reports_a_change_and_writes_nothing(host):
     assert not host.file(ROOT + "/tiny-c").exists
 
 
+def test_check_mode_shows_the_hubs_own_error(host):
+    """A Hub error in check mode fails with the module's message (not a later task's template error)."""
+    before = snapshot(host)
+    models = [{"name": "nope", "repo_id": "acme/does-not-exist", "revision": "main"}]
+    rc, out = run_playbook(os.path.join(SCENARIO, "converge.yml"), "--check", extra_vars={"model_models": models}, timeout=300)
+    assert rc != 0
+    assert "Repository not found: repo acme/does-not-exist, revision main" in out, out[-3000:]
+    assert "previous_revision" not in out
+    assert snapshot(host) == before
+
+
 def test_verifier_can_reach_the_hub_container():
     hub = testinfra.get_host("ssh://rhoim-model-hub", ssh_config=ensure_ssh_config())
     assert hub.service("rhoim-hub.service").is_running

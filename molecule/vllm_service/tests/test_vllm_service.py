@@ -12,10 +12,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import socket
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import pytest
+import yaml
 
 SCENARIO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(SCENARIO)), "tests", "support"))
@@ -29,7 +32,9 @@ HEADER = "/root/.rhoim-test-auth-header"
 SERVED = "tiny"
 USER = "rhoim"
 CONTAINER = "rhoim-vllm"
-OPEN_ROUTES = {"/health", "/metrics", "/version"}
+OPEN_ROUTES = {"/health", "/version"}
+# The fleet's metrics token (converge.yml): /metrics takes it, and nothing else does.
+METRICS_TOKEN = "rhoim-test-metrics-Z7q4Lw9e2Xk1Vb8Rt5Nc3Hp6"  # noqa: S105 - a test token
 # Routes that run the model, named by the issue; the journal's Route: lines add the rest.
 MODEL_ROUTES = {
     "/invocations": "POST",
@@ -99,12 +104,13 @@ def auth_header(host):
 
 @pytest.fixture(scope="module")
 def key_file_on_controller(host):
-    """The key in a private file on the controller, for grep -F -f (never in argv)."""
+    """The API key and the metrics token in a private file on the controller, for grep -F -f
+    (never in argv): a leak of either is found."""
     key = host.file(KEYFILE).content_string.strip()
     assert len(key) >= 32
     fd, path = tempfile.mkstemp(prefix="rhoim-key-")
     with os.fdopen(fd, "w") as f:
-        f.write(key + "\n")
+        f.write(key + "\n" + METRICS_TOKEN + "\n")
     yield path
     os.unlink(path)
 
@@ -172,6 +178,27 @@ def test_settings_live_in_etc(host):
 
 def test_port_listening(host):
     assert host.socket("tcp://0.0.0.0:8000").is_listening
+
+
+def test_only_the_api_port_listens_beyond_loopback(host):
+    """The workers' own sockets (torch's gloo binds to the host name's address) stay on loopback:
+    of the unit's TCP and UDP sockets, only the API port listens on another or a wildcard address."""
+    rows = [line.split(None, 1) for line in host.check_output("ps -eo pid=,cgroup=").splitlines()]
+    pids = {row[0] for row in rows if len(row) == 2 and row[1].endswith("/" + UNIT)}
+    assert pids
+    sockets = host.check_output("ss -H -lntup").splitlines()
+    mine = [line for line in sockets if any("pid=%s," % pid in line for pid in pids)]
+    assert mine, sockets
+    exposed = []
+    for line in mine:
+        local = line.split()[4]
+        address, _sep, port = local.rpartition(":")
+        if address.strip("[]").split("%")[0] in ("127.0.0.1", "::1"):
+            continue
+        if port == "8000":
+            continue
+        exposed.append(line)
+    assert not exposed, "\n".join(exposed)
 
 
 def container_ip():
@@ -282,11 +309,62 @@ def test_open_routes_answer_without_the_key(host, path):
     assert status == 200
 
 
-def test_metrics_carry_vllm_series(host):
-    status, body = curl(host, "/metrics")
+def test_metrics_carry_vllm_series_with_the_metrics_token_only(host):
+    status, body = curl(host, "/metrics", headers=["Authorization: Bearer " + METRICS_TOKEN])
     assert status == 200
     assert re.search(r"^vllm:\w+", body, re.M)
     assert "vllm:request_success_total" in body
+    # Not without it, not with the model's API key, and the metrics token opens nothing else.
+    assert curl(host, "/metrics")[0] == 401
+    assert curl(host, "/metrics", auth=True)[0] == 401
+    assert curl(host, "/metrics/", auth=True)[0] == 401
+    assert curl(host, "/v1/models", headers=["Authorization: Bearer " + METRICS_TOKEN])[0] == 401
+    token_file = host.file("/etc/rhoim/credentials/metrics.token")
+    assert (token_file.user, token_file.mode) == ("root", 0o600)
+
+
+def test_prometheus_scrapes_the_unit_with_the_shipped_scrape_job(tmp_path):
+    """A real Prometheus on the controller, with docs/monitoring/prometheus-scrape.yml (targets and the
+    token file set here), scrapes the unit: up == 1 and vllm: series; the same job without the token
+    gets up == 0."""
+    project = os.environ.get("MOLECULE_PROJECT_DIRECTORY", os.path.dirname(os.path.dirname(SCENARIO)))
+    with open(os.path.join(project, "docs", "monitoring", "prometheus-scrape.yml")) as f:
+        shipped = yaml.safe_load(f)
+    token_file = tmp_path / "metrics.token"
+    token_file.write_text(METRICS_TOKEN + "\n")
+    token_file.chmod(0o600)
+    job = shipped["scrape_configs"][0]
+    job.update(scrape_interval="1s", scrape_timeout="1s")
+    job["authorization"]["credentials_file"] = str(token_file)
+    job["static_configs"] = [{"targets": ["%s:8000" % container_ip()]}]
+    without = {k: v for k, v in job.items() if k != "authorization"}
+    without["job_name"] = "rhoim-vllm-without-token"
+    config = {"global": {"scrape_interval": "1s"}, "scrape_configs": [job, without]}
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(["prometheus", "--config.file=%s" % (tmp_path / "prometheus.yml"), "--storage.tsdb.path=%s" % (tmp_path / "data"),
+                             "--web.listen-address=127.0.0.1:%d" % port], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def query(q):
+            url = "http://127.0.0.1:%d/api/v1/query?%s" % (port, urllib.parse.urlencode({"query": q}))
+            try:
+                with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - test URL
+                    return {r["metric"].get("job", ""): float(r["value"][1]) for r in json.load(resp)["data"]["result"]}
+            except OSError:
+                return {}
+        up = {}
+        for _attempt in range(60):
+            up = query("up")
+            if len(up) == 2:
+                break
+            time.sleep(1)
+        assert up == {"rhoim-vllm": 1.0, "rhoim-vllm-without-token": 0.0}, up
+        assert query('count({__name__=~"vllm:.+", job="rhoim-vllm"})').get("", 0) > 0
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def test_key_absent_from_the_unit_and_systemctl(host, key_file_on_controller):
@@ -318,6 +396,59 @@ def test_check_mode_reports_a_change_and_makes_none(host, key_file_on_controller
     assert (show(host, "MainPID"), host.file("/etc/rhoim/vllm/tiny.yaml").content_string) == before
 
 
+def refused(host, extra_models, *expected):
+    """A run with these models fails before anything changes, with each expected phrase in its message."""
+    tiny_pid = show(host, "MainPID")
+    config = host.file("/etc/rhoim/vllm/tiny.yaml").content_string
+    rc, out = run_converge({"molecule_extra_models": extra_models})
+    assert rc != 0
+    for phrase in expected:
+        assert phrase in out, (phrase, out[-3000:])
+    for model in extra_models:
+        assert not host.file("/etc/rhoim/vllm/%s.yaml" % model["name"]).exists
+    assert (show(host, "MainPID"), host.file("/etc/rhoim/vllm/tiny.yaml").content_string) == (tiny_pid, config)
+    return out
+
+
+def test_settings_that_bypass_or_leak_the_key_are_refused(host):
+    refused(host, [{"name": "bypass", "port": 8004,
+                    "extra": {"api-key": "x", "middleware": "m.M", "grpc": True, "grpc_port": 50051, "uvicorn_log_level": "debug"},
+                    "environment": {"VLLM_API_KEY": "y", "VLLM_USE_RUST_FRONTEND": "1", "RHOIM_VLLM_AUTH_OPEN_PATHS": "/"}}],
+            "model bypass: extra sets api-key", "extra sets middleware", "extra sets grpc:", "extra sets grpc_port",
+            "extra sets uvicorn_log_level=debug", "environment sets VLLM_API_KEY", "environment sets VLLM_USE_RUST_FRONTEND",
+            "environment sets RHOIM_VLLM_AUTH_OPEN_PATHS")
+
+
+def test_an_api_key_with_blanks_is_refused_without_showing_it(host):
+    out = refused(host, [{"name": "blank-key", "port": 8004, "api_key": "has a blank s3cr3t"}], "not so for the api_key of blank-key")
+    assert "s3cr3t" not in out
+
+
+def test_two_models_on_one_port_are_refused(host):
+    refused(host, [{"name": "same-port", "port": 8000}], "models tiny and same-port both listen on port 8000")
+
+
+def test_a_port_another_program_holds_is_refused(host):
+    host.check_output("systemd-run --unit rhoim-test-holder python3 -m http.server 8005")
+    try:
+        for _attempt in range(20):
+            if host.socket("tcp://0.0.0.0:8005").is_listening:
+                break
+            time.sleep(0.5)
+        refused(host, [{"name": "held", "port": 8005}], "model held: port 8005 is held by python3", "rhoim-test-holder.service")
+    finally:
+        host.run("systemctl stop rhoim-test-holder")
+
+
+def test_a_model_never_laid_down_fails_at_once(host):
+    """No config.json: the run says so before starting anything, rather than waiting for a unit
+    that systemd skips."""
+    out = refused(host, [{"name": "never", "model": "/var/lib/rhoim/models/never", "port": 8006}],
+                  "model never: /var/lib/rhoim/models/never/config.json does not exist")
+    assert "waited" not in out
+    assert host.check_output("systemctl show -P ActiveEnterTimestampMonotonic rhoim-vllm@never.service") == "0"
+
+
 TLS_MODEL = {
     "name": "tiny-tls", "model": "/var/lib/rhoim/models/tiny/current", "port": 8443, "dtype": "float32",
     "max_model_len": 256, "cpu_kvcache_space": 1, "extra": {"enforce-eager": True},
@@ -338,6 +469,9 @@ def converge_restarting_tiny_once(host, key_file, extra_vars, max_len):
     assert rc == 0, out[-4000:]
     assert_key_absent(out, key_file, "ansible-playbook -vvv output")
     assert re.search(r"changed=[1-9]", out), out[-2000:]
+    # While vLLM starts, the run says it is waiting, not that something failed.
+    assert "FAILED - RETRYING" not in out
+    assert "(item=tiny: starting)" in out, out[-3000:]
     after = {p: show(host, p) for p in RESTART_PROPS}
     assert after["NRestarts"] == before["NRestarts"]
     assert after["MainPID"] != before["MainPID"]
@@ -404,6 +538,8 @@ def test_a_model_that_cannot_start_fails_the_run_with_its_journal(host, key_file
     rc, out = run_converge({"molecule_extra_models": [broken], "vllm_service_wait_timeout": 20})
     assert rc != 0
     assert "did not answer on /health" in out and "== rhoim-vllm@broken.service" in out, out[-4000:]
+    # Only the journal of the unit that does not serve.
+    assert "== rhoim-vllm@tiny.service" not in out
     # The unit's own lines, not only systemd's: vLLM said why it stopped.
     assert re.search(r"rhoim-vllm-serve\[\d+\]|vllm\[\d+\]|python3?\[\d+\]", out), out[-4000:]
     assert_key_absent(out, key_file_on_controller, "ansible-playbook -vvv output of a failed run")

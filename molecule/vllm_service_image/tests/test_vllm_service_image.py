@@ -66,8 +66,22 @@ def test_cuda_model_with_tls(host):
     assert host.file("/etc/systemd/system/multi-user.target.wants/rhoim-vllm@big.service").is_symlink
 
 
+def test_model_defaults_are_merged_over_the_roles_own(host):
+    """vllm_service_model_defaults set only the port: the model that gives nothing else gets it, and
+    keeps the role's own accelerator, host_ip and CPU settings."""
+    config = host.file("/etc/rhoim/vllm/plain.yaml").content_string
+    assert "port: 8100" in config and "host: 0.0.0.0" in config
+    env = host.file("/etc/rhoim/vllm/plain.env").content_string
+    for line in ('VLLM_TARGET_DEVICE="cpu"', 'VLLM_HOST_IP="127.0.0.1"', 'VLLM_CPU_KVCACHE_SPACE="4"', 'GLOO_SOCKET_IFNAME="lo"'):
+        assert line in env
+    # The models that set a port keep theirs.
+    assert "port: 8000" in host.file("/etc/rhoim/vllm/tiny.yaml").content_string
+    # A cuda model's NCCL sockets stay on loopback too.
+    assert 'NCCL_SOCKET_IFNAME="lo"' in host.file("/etc/rhoim/vllm/big.env").content_string
+
+
 def test_ports_open_in_firewalld_offline_configuration(host):
     # firewalld is installed in the image but not running: the role used firewall-offline-cmd.
     assert host.run("firewall-cmd --state").rc != 0
     ports = host.check_output("firewall-offline-cmd --list-ports").split()
-    assert "8000/tcp" in ports and "8001/tcp" in ports
+    assert "8000/tcp" in ports and "8001/tcp" in ports and "8100/tcp" in ports

@@ -26,6 +26,7 @@ from hub_server import HubServer  # noqa: E402
 HOST = "rhoim-e2e-1"
 NETWORK = "rhoim-e2e"
 REPO = "rhoim-e2e/tiny-llama"
+ACCOUNT = "llm"
 # As ops reach GPU hosts: SSH with pipelining, one persistent connection per host.
 SSH = {"ansible_user": "root", "ansible_ssh_common_args": local_host.ssh_common_args(), "ansible_ssh_pipelining": True,
        "ansible_python_interpreter": "/usr/bin/python3"}
@@ -53,7 +54,7 @@ def on_host(host, script):
     return subprocess.run(local_host.ssh_argv(host, script), check=True, capture_output=True, text=True).stdout
 
 
-def run_site(private_dir, hosts, group_vars=None):
+def run_site(private_dir, hosts, group_vars=None, cmdline=None):
     inventory = {"inference": {"hosts": {h: SSH for h in hosts}, "vars": group_vars or {}}}
     (private_dir / "inventory").mkdir(exist_ok=True)
     (private_dir / "inventory" / "hosts.json").write_text(json.dumps(inventory))
@@ -62,12 +63,16 @@ def run_site(private_dir, hosts, group_vars=None):
         project_dir=ROOT,
         playbook=os.path.join(ROOT, "site.yml"),
         quiet=True,
+        cmdline=cmdline,
         envvars={"ANSIBLE_COLLECTIONS_PATH": os.path.join(ROOT, "build", "collections")},
     )
 
 
 def serving_vars(hub):
     return {
+        # One account for both stages, named once: the model files' group and the unit's user.
+        "service_account_user": ACCOUNT,
+        "service_account_group": ACCOUNT,
         "model_hub_endpoint": "http://host.containers.internal:%d" % hub.port,
         "model_pip_find_links": "/var/cache/rhoim/wheelhouse",
         "model_pip_extra_args": "--no-index",
@@ -101,6 +106,10 @@ def test_site_lays_down_and_serves_a_model(tmp_path, hub, inference_host):
     config = on_host(inference_host, "cat /etc/rhoim/vllm/tiny.yaml")
     # The unit serves the revision the model role laid down.
     assert os.path.basename(served) in config
+    # Both stages used the one account: vLLM runs as it and reads the 0640 model files through its group.
+    assert on_host(inference_host, "systemctl show -P User rhoim-vllm@tiny.service").strip() == ACCOUNT
+    assert on_host(inference_host, "stat -c %G /var/lib/rhoim/models/tiny/current/config.json").strip() == ACCOUNT
+    assert on_host(inference_host, "stat -c %G /etc/rhoim/vllm/tiny.yaml").strip() == ACCOUNT
     # The host runs firewalld (as RHEL does); the role opened the port.
     assert on_host(inference_host, "firewall-cmd --query-port=8000/tcp").strip() == "yes"
 
@@ -114,6 +123,29 @@ def test_site_a_second_run_changes_nothing(tmp_path, hub, inference_host):
     paths = [e["path"] for e in hub.log]
     assert paths, "the model role did not ask the Hub for the branch's commit"
     assert not [p for p in paths if "/resolve/" in p or p.startswith("/_cdn/")], paths
+
+
+def test_site_in_check_mode_on_an_up_to_date_host_reports_no_change(tmp_path, hub, inference_host):
+    """Drift detection: --check --diff where a real run changes nothing reports nothing."""
+    result = run_site(tmp_path, [inference_host], serving_vars(hub), cmdline="--check --diff")
+    assert result.status == "successful", result.stdout.read()
+    changed = [e["event_data"]["task"] for e in result.events if e["event"] == "runner_on_ok" and e["event_data"]["res"].get("changed")]
+    assert result.stats["changed"].get(inference_host, 0) == 0, changed
+
+
+def test_a_serving_mistake_is_found_before_any_download(tmp_path, hub, inference_host):
+    """Both stages' settings are checked before either changes the host: a second model on tiny's
+    port fails the run before the model stage asks the Hub for anything."""
+    hub.clear_log()
+    settings = serving_vars(hub)
+    settings["model_models"] = settings["model_models"] + [{"name": "other", "repo_id": REPO, "revision": "main"}]
+    settings["vllm_service_models"] = settings["vllm_service_models"] + [{"name": "other", "port": 8000}]
+    result = run_site(tmp_path, [inference_host], settings)
+    assert result.status == "failed"
+    messages = [e["event_data"].get("res", {}).get("msg", "") for e in result.events if e["event"] == "runner_on_failed"]
+    assert any("models tiny and other both listen on port 8000" in m for m in messages), messages
+    assert hub.log == []
+    assert on_host(inference_host, "test -e /var/lib/rhoim/models/other && echo yes || echo no").strip() == "no"
 
 
 def test_a_restarted_host_serves_again_with_no_ansible_run(inference_host):
