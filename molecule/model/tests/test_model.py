@@ -145,3 +145,43 @@ def test_check_mode_shows_the_hubs_own_error(host):
 def test_verifier_can_reach_the_hub_container():
     hub = testinfra.get_host("ssh://rhoim-model-hub", ssh_config=ensure_ssh_config())
     assert hub.service("rhoim-hub.service").is_running
+
+
+def test_the_revision_a_unit_serves_stays_until_it_is_no_longer_served(host):
+    """A new revision with keep_revisions 0: the commit a unit's config names (as vllm_service writes it)
+    is protected; once no config names it, the next run removes it."""
+    old = host.file("%s/tiny-a/current" % ROOT).linked_to.rsplit("/", 1)[-1]
+    # As vllm_service writes it: the model folder is the revision's own.
+    host.check_output("install -d -m 0755 /etc/rhoim/vllm && echo 'model: %s/tiny-a/%s' > /etc/rhoim/vllm/tiny-a.yaml" % (ROOT, old))
+    models = [{"name": "tiny-a", "repo_id": "acme/tiny-a", "revision": "v2", "keep_revisions": 0,
+               "allow_patterns": ["*.json", "*.safetensors"]}]
+    rc, out = run_playbook(os.path.join(SCENARIO, "converge.yml"), extra_vars={"model_models": models}, timeout=300)
+    assert rc == 0, out[-3000:]
+    new = host.file("%s/tiny-a/current" % ROOT).linked_to.rsplit("/", 1)[-1]
+    assert new != old
+    assert host.file("%s/tiny-a/%s/config.json" % (ROOT, old)).exists, "the served revision was removed"
+    host.check_output("rm -f /etc/rhoim/vllm/tiny-a.yaml")
+    rc, out = run_playbook(os.path.join(SCENARIO, "converge.yml"), extra_vars={"model_models": models}, timeout=300)
+    assert rc == 0, out[-3000:]
+    assert not host.file("%s/tiny-a/%s" % (ROOT, old)).exists
+
+
+def test_a_model_marked_absent_goes_only_once_nothing_serves_it(host):
+    remove = os.path.join(SCENARIO, "tests", "remove.yml")
+    models = {"model_models": [{"name": "tiny-b", "state": "absent"}]}
+    # A unit of that name is active: the files stay, and the run says why.
+    host.check_output("systemd-run --unit rhoim-vllm@tiny-b.service sleep 600")
+    try:
+        rc, out = run_playbook(remove, extra_vars=models, timeout=300)
+        assert rc != 0
+        assert "model tiny-b: rhoim-vllm@tiny-b.service is active" in out, out[-3000:]
+        assert host.file("%s/tiny-b/current/config.json" % ROOT).exists
+    finally:
+        host.run("systemctl stop rhoim-vllm@tiny-b.service")
+    rc, out = run_playbook(remove, extra_vars=models, timeout=300)
+    assert rc == 0, out[-3000:]
+    assert re.search(r"changed=[1-9]", out)
+    assert not host.file("%s/tiny-b" % ROOT).exists
+    assert host.file("%s/tiny-a/current/config.json" % ROOT).exists
+    rc, out = run_playbook(remove, extra_vars=models, timeout=300)
+    assert rc == 0 and re.search(r"changed=0\s", out), out[-3000:]

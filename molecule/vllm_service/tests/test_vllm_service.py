@@ -121,7 +121,9 @@ def run_converge(extra_vars=None, check=False):
     args = ["-vvv"] + (["--check", "--diff"] if check else [])
     rc, out = run_playbook(os.path.join(SCENARIO, "converge.yml"), *args, extra_vars=extra_vars,
                            env={"ANSIBLE_CALLBACK_RESULT_FORMAT": "yaml"})
-    assert "SSH: EXEC ssh" in out and "debug1:" in out, out[-3000:]
+    # A run that reached the host carries SSH's own log (a refusal of the settings may not reach it).
+    if rc == 0:
+        assert "SSH: EXEC ssh" in out and "debug1:" in out, out[-3000:]
     return rc, out
 
 

@@ -29,7 +29,8 @@ def test_settings_and_files_in_place(host):
     config = host.file("/etc/rhoim/vllm/tiny.yaml")
     assert config.exists and config.group == "rhoim"
     assert "max-model-len: 256" in config.content_string
-    assert "# revision: 5eed0000000000000000000000000000000000e1" in config.content_string
+    # The revision's own folder: the config says exactly what the unit serves.
+    assert "model: /var/lib/rhoim/models/tiny/5eed0000000000000000000000000000000000e1\n" in config.content_string
     assert host.file("/etc/rhoim/vllm/tiny.env").exists
     assert host.file("/etc/rhoim/credentials/tiny.api_key").mode == 0o600
     assert host.file("/usr/libexec/rhoim/rhoim-vllm-serve").mode == 0o755

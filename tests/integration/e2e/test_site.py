@@ -104,8 +104,8 @@ def test_site_lays_down_and_serves_a_model(tmp_path, hub, inference_host):
     assert answer["choices"][0]["text"]
     served = on_host(inference_host, "readlink /var/lib/rhoim/models/tiny/current").strip()
     config = on_host(inference_host, "cat /etc/rhoim/vllm/tiny.yaml")
-    # The unit serves the revision the model role laid down.
-    assert os.path.basename(served) in config
+    # The unit serves the revision the model role laid down, from that revision's own folder.
+    assert "model: /var/lib/rhoim/models/tiny/%s\n" % os.path.basename(served) in config
     # Both stages used the one account: vLLM runs as it and reads the 0640 model files through its group.
     assert on_host(inference_host, "systemctl show -P User rhoim-vllm@tiny.service").strip() == ACCOUNT
     assert on_host(inference_host, "stat -c %G /var/lib/rhoim/models/tiny/current/config.json").strip() == ACCOUNT
@@ -131,6 +131,28 @@ def test_site_in_check_mode_on_an_up_to_date_host_reports_no_change(tmp_path, hu
     assert result.status == "successful", result.stdout.read()
     changed = [e["event_data"]["task"] for e in result.events if e["event"] == "runner_on_ok" and e["event_data"]["res"].get("changed")]
     assert result.stats["changed"].get(inference_host, 0) == 0, changed
+
+
+def test_a_new_revision_is_served_from_its_own_folder_and_the_old_one_kept_while_served(tmp_path, hub, inference_host):
+    """The Hub's branch moves on: the model stage lays the new commit down beside the one the unit
+    serves (protected, even with keep_revisions 0), the serving stage points the unit at the new
+    commit's folder and restarts it once; the next run removes the old commit, served by nobody."""
+    old = os.path.basename(on_host(inference_host, "readlink /var/lib/rhoim/models/tiny/current").strip())
+    with open(os.path.join(hub.root, REPO, "refs", "main", "NOTES.md"), "w") as f:
+        f.write("a second commit of the tiny model\n")
+    hub.reload()
+    settings = serving_vars(hub)
+    settings["model_models"][0]["keep_revisions"] = 0
+    result = run_site(tmp_path, [inference_host], settings)
+    assert result.status == "successful", result.stdout.read()
+    new = os.path.basename(on_host(inference_host, "readlink /var/lib/rhoim/models/tiny/current").strip())
+    assert new == hub.commit_sha(REPO) and new != old
+    assert "model: /var/lib/rhoim/models/tiny/%s\n" % new in on_host(inference_host, "cat /etc/rhoim/vllm/tiny.yaml")
+    assert on_host(inference_host, "test -e /var/lib/rhoim/models/tiny/%s/config.json && echo kept" % old).strip() == "kept"
+    assert completion_on(inference_host)["usage"]["completion_tokens"] == 8
+    result = run_site(tmp_path, [inference_host], settings)
+    assert result.status == "successful", result.stdout.read()
+    assert on_host(inference_host, "test -e /var/lib/rhoim/models/tiny/%s && echo kept || echo gone" % old).strip() == "gone"
 
 
 def test_a_serving_mistake_is_found_before_any_download(tmp_path, hub, inference_host):
