@@ -114,6 +114,8 @@ step_ssh() {
 
 step_host_image() {
   "$ROOT/tests/support/host-image/build.sh"
+  # Debian 11 (python3 3.9), for the stages' Python floor (the python_floor scenario).
+  RHOIM_HOST_SUITE=bullseye "$ROOT/tests/support/host-image/build.sh"
 }
 
 # The same image with vLLM's CPU build in it, for make demo and the end-to-end run.

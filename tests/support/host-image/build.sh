@@ -11,16 +11,22 @@
 # keys in the image: every host makes its own at first boot (many hosts boot from one image). The
 # controller's public key is mounted at /root/.ssh/authorized_keys when a host starts
 # (tests/support/local_host.sh).
+# RHOIM_HOST_SUITE=bullseye builds the same host from Debian 11 (localhost/rhoim-test-host-bullseye),
+# whose python3 is 3.9: the host the stages' Python floor is proven on (no firewalld there).
 # / is made a shared mount early in boot, as systemd does on a real host (podman leaves it
 # private, and units then get an empty $CREDENTIALS_DIRECTORY from LoadCredential=), so a
 # restarted host serves again with no help from outside.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
-IMAGE=${RHOIM_HOST_IMAGE:-localhost/rhoim-test-host}
-SUITE=bookworm
+SUITE=${RHOIM_HOST_SUITE:-bookworm}
+if [ "$SUITE" = bookworm ]; then
+  IMAGE=${RHOIM_HOST_IMAGE:-localhost/rhoim-test-host}
+else
+  IMAGE=localhost/rhoim-test-host-$SUITE
+fi
 PACKAGES=systemd,systemd-sysv,dbus,python3,python3-venv,python3-pip,libnuma1,sudo,iproute2,curl,ca-certificates,procps,less,netbase,openssh-server
-RECIPE_HASH=$(sha256sum <"$HERE/build.sh" | cut -c1-12)
+RECIPE_HASH=$( (cat "$HERE/build.sh"; echo "$SUITE") | sha256sum | cut -c1-12)
 
 if podman image exists "$IMAGE:$RECIPE_HASH"; then
   podman tag "$IMAGE:$RECIPE_HASH" "$IMAGE:current"
@@ -93,20 +99,25 @@ for unit in rhoim-ssh-host-keys.service rhoim-shared-root.service; do
   chroot "$rootfs" systemctl enable -q "$unit"
 done
 
-tar -C "$rootfs" -c . | podman import -q - "$IMAGE:$RECIPE_HASH-rootfs" >/dev/null
-# firewalld's polkitd does not configure inside debootstrap's chroot: install it with apt in a
-# container. It stays off unless a host enables it (it cannot start without CAP_NET_ADMIN).
-work_ctr=rhoim-host-image-build-$$
-trap 'rm -rf "$work"; podman rm -f "$work_ctr" >/dev/null 2>&1 || true; podman rmi "$IMAGE:$RECIPE_HASH-rootfs" >/dev/null 2>&1 || true' EXIT
-podman run --name "$work_ctr" "$IMAGE:$RECIPE_HASH-rootfs" /bin/sh -euc '
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends firewalld >/dev/null
-  systemctl disable -q firewalld
-  apt-get clean
-  rm -rf /var/lib/apt/lists/*
-' >"$work/firewalld.log" 2>&1 || { tail -n 30 "$work/firewalld.log" >&2; exit 1; }
-podman commit -q --change 'CMD ["/sbin/init"]' --change 'STOPSIGNAL=SIGRTMIN+3' \
-  --change "LABEL org.rhoim.recipe=$RECIPE_HASH" "$work_ctr" "$IMAGE:$RECIPE_HASH" >/dev/null
+if [ "$SUITE" != bookworm ]; then
+  tar -C "$rootfs" -c . | podman import -q --change 'CMD ["/sbin/init"]' --change 'STOPSIGNAL=SIGRTMIN+3' \
+    --change "LABEL org.rhoim.recipe=$RECIPE_HASH" - "$IMAGE:$RECIPE_HASH" >/dev/null
+else
+  tar -C "$rootfs" -c . | podman import -q - "$IMAGE:$RECIPE_HASH-rootfs" >/dev/null
+  # firewalld's polkitd does not configure inside debootstrap's chroot: install it with apt in a
+  # container. It stays off unless a host enables it (it cannot start without CAP_NET_ADMIN).
+  work_ctr=rhoim-host-image-build-$$
+  trap 'rm -rf "$work"; podman rm -f "$work_ctr" >/dev/null 2>&1 || true; podman rmi "$IMAGE:$RECIPE_HASH-rootfs" >/dev/null 2>&1 || true' EXIT
+  podman run --name "$work_ctr" "$IMAGE:$RECIPE_HASH-rootfs" /bin/sh -euc '
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends firewalld >/dev/null
+    systemctl disable -q firewalld
+    apt-get clean
+    rm -rf /var/lib/apt/lists/*
+  ' >"$work/firewalld.log" 2>&1 || { tail -n 30 "$work/firewalld.log" >&2; exit 1; }
+  podman commit -q --change 'CMD ["/sbin/init"]' --change 'STOPSIGNAL=SIGRTMIN+3' \
+    --change "LABEL org.rhoim.recipe=$RECIPE_HASH" "$work_ctr" "$IMAGE:$RECIPE_HASH" >/dev/null
+fi
 podman tag "$IMAGE:$RECIPE_HASH" "$IMAGE:current"
 # Images of older recipes are not used again.
 podman images --format '{{.Repository}}:{{.Tag}}' "$IMAGE" | grep -vxF -e "$IMAGE:$RECIPE_HASH" -e "$IMAGE:current" |
