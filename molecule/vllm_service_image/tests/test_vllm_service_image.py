@@ -25,6 +25,13 @@ def test_unit_waits_for_its_credential_and_model(host):
     assert "PrivateDevices=yes" in dropin
 
 
+def test_image_unit_hides_other_processes(host):
+    """An image is for hosts of their own, where ProtectProc= works beside PrivateUsers=."""
+    unit = host.file("/etc/systemd/system/rhoim-vllm@.service").content_string
+    assert "\nProtectProc=invisible\n" in unit
+    assert "\nPrivateUsers=yes\n" in unit
+
+
 def test_settings_and_files_in_place(host):
     config = host.file("/etc/rhoim/vllm/tiny.yaml")
     assert config.exists and config.group == "rhoim"
