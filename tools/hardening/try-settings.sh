@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Measures the hardening settings the vllm_service README says must stay off: adds each one alone
 # (as a drop-in) to a running rhoim-vllm@<name>.service, restarts it, and prints whether the server
 # answered /health and a completion, the systemd-analyze score, and the journal when it did not.

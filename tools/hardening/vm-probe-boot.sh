@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Runs at the probe VM's boot (tools/hardening/vm-probe.sh): starts rhoim-vllm@tiny.service with
 # ExecStart replaced by a /proc reader, as shipped and with ProtectProc=invisible, prints each
 # outcome on the serial console and powers off.

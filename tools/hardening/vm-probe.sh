@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Starts the collection's unit, as rendered on the demo host, on a host of its own: a Debian 12 VM
 # (systemd 252, its own kernel) booted with QEMU (TCG: KVM does not work on the CI machines), and
 # prints on the console whether it starts with ProtectProc=invisible beside PrivateUsers=, which a
