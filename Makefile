@@ -38,7 +38,7 @@ setup-hosts: setup-controller
 lint: setup-controller
 	yamllint -s .
 	ruff check .
-	shellcheck tools/*.sh tools/hardening/*.sh tests/support/host-image/*.sh roles/vllm_service/files/rhoim-vllm-serve
+	shellcheck tools/*.sh tools/hardening/*.sh tests/support/host-image/*.sh roles/vllm_service/files/rhoim-vllm-serve roles/vllm_service/files/rhoim-vllm-keygen
 	ansible-lint
 	antsibull-changelog lint
 	promtool check config --syntax-only docs/monitoring/prometheus-scrape.yml
