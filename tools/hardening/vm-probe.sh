@@ -9,7 +9,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 HOST=${RHOIM_DEMO_HOST:-rhoim-demo}
 work=$(mktemp -d /var/tmp/rhoim-vm-probe.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+trap 'rm -rf "$work"; podman rmi localhost/rhoim-vm-probe >/dev/null 2>&1 || true' EXIT
 cd "$work"
 
 podman exec "$HOST" cat /etc/systemd/system/rhoim-vllm@.service >unit.service
@@ -44,4 +44,3 @@ timeout 600 qemu-system-x86_64 -machine q35,accel=tcg -cpu max -smp 2 -m 1536 -k
   -append 'root=/dev/vda rw console=ttyS0 net.ifnames=0' -drive file=disk.ext4,format=raw,if=virtio \
   -serial file:console.log -display none -no-reboot -nic none
 grep '^PROBE' console.log
-podman rmi localhost/rhoim-vm-probe >/dev/null
