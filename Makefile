@@ -13,7 +13,7 @@ export ANSIBLE_COLLECTIONS_PATH := $(ROOT)/build/collections
 export MOLECULE_GLOB := molecule/*/molecule.yml
 export PYTHONDONTWRITEBYTECODE := 1
 
-SCENARIOS ?= hosts python_floor model model_faults vllm_service_image vllm_service_upgrade vllm_service
+SCENARIOS ?= hosts python_floor model model_faults vllm_service_image bootc_image vllm_service_upgrade vllm_service
 TEST_STAGES := setup lint sanity unit build molecule e2e
 
 .PHONY: help setup setup-controller setup-hosts lint sanity unit build molecule e2e test demo demo-clean clean
@@ -38,7 +38,8 @@ setup-hosts: setup-controller
 lint: setup-controller
 	yamllint -s .
 	ruff check .
-	shellcheck tools/*.sh tools/hardening/*.sh tests/support/host-image/*.sh roles/vllm_service/files/rhoim-vllm-serve roles/vllm_service/files/rhoim-vllm-keygen
+	shellcheck tools/*.sh tools/hardening/*.sh tests/support/host-image/*.sh roles/vllm_service/files/rhoim-vllm-serve roles/vllm_service/files/rhoim-vllm-keygen \
+	  images/inference/build/ansible-step images/inference/usr/lib/greenboot/check/required.d/*.sh
 	ansible-lint
 	antsibull-changelog lint
 	promtool check config --syntax-only docs/monitoring/prometheus-scrape.yml

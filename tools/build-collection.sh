@@ -15,5 +15,9 @@ if [ ! -f "$installed/MANIFEST.json" ] || [ -L "$installed" ]; then
   echo "the tarball did not install into $installed" >&2
   exit 1
 fi
+# bootc_image builds with the installed collection as its context.
+for f in images/inference/Containerfile .containerignore roles/vllm_service/defaults/main/install.yml; do
+  [ -f "$installed/$f" ] || { echo "the installed collection lacks $f" >&2; exit 1; }
+done
 ansible-doc rhoim.inference.hf_model >/dev/null
 echo "built and installed $(basename "$tarball")"

