@@ -251,6 +251,9 @@ def test_a_second_run_builds_and_pushes_nothing(pushed):
     assert "Build the image with podman" not in out.split("Decide whether to build and push")[-1].replace(
         "TASK [rhoim.inference.bootc_image : Build the image", "")
     assert len(uploads()) == before
+    # The same digest published again (converge.yml rewrites it).
+    with open(os.path.join(EPHEMERAL, "pushed.json")) as handle:
+        assert json.load(handle) == pushed
 
 
 def changed_context():
