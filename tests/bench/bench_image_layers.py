@@ -4,7 +4,8 @@ installs vLLM, as a first Containerfile would. Same base, same Ansible steps, sa
 
     .venv/bin/python tests/bench/bench_image_layers.py [--cold] [--keep]
 
-For each variant: build (from the build cache, or with --no-cache given --cold) and push to a fresh
+For each variant: build (its Ansible steps run anew: the bench's own Ansible image is part of their cache
+key; with --cold nothing comes from the cache) and push to a fresh
 loopback registry (tests/support/registry.py); then change one default of the unit
 (roles/vllm_service/defaults/main/serve.yml, in a copy of the context), rebuild and push again. Prints
 seconds for each build and push, the bytes the second push had to upload (the compressed layers of the
@@ -132,7 +133,7 @@ def main():
                 subprocess.run(["podman", "rmi", "-f", "%s:%s" % (REPO, tag)], capture_output=True, check=False)
     mb = 1e6
     print("%-34s %14s %14s %8s" % ("", "layered", "single-stage", "ratio"))
-    for key, label, scale, unit in (("build", "first build" + (" (cold)" if args.cold else " (cache)"), 1, "s"),
+    for key, label, scale, unit in (("build", "first build" + (" (--no-cache)" if args.cold else ""), 1, "s"),
                                     ("push", "first push", 1, "s"), ("rebuild", "rebuild after the change", 1, "s"),
                                     ("repush", "push after the change", 1, "s"),
                                     ("shipped", "bytes shipped by that push", mb, "MB"),
