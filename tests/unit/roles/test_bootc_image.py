@@ -4,35 +4,24 @@ copies (rendered by Ansible's own templating from the role's vars, as a play wou
 
 import os
 import re
+import sys
 
 import pytest
 import yaml
-from ansible.parsing.dataloader import DataLoader
-from ansible.template import Templar, trust_as_template
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-ROLE = os.path.join(ROOT, "roles", "bootc_image")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import role_vars
+
+ROOT = os.path.dirname(role_vars.ROLES)
 CONTAINERFILE = os.path.join(ROOT, "images", "inference", "Containerfile")
 
 
 def load(*parts):
-    with open(os.path.join(ROLE, *parts)) as f:
-        return yaml.safe_load(f)
-
-
-def trusted(value):
-    if isinstance(value, str):
-        return trust_as_template(value)
-    if isinstance(value, list):
-        return [trusted(v) for v in value]
-    if isinstance(value, dict):
-        return {k: trusted(v) for k, v in value.items()}
-    return value
+    return role_vars.load("bootc_image", *parts)
 
 
 def render(expr, **extra):
-    variables = trusted({**load("defaults", "main.yml"), **load("vars", "main.yml"), **extra})
-    return Templar(loader=DataLoader(), variables=variables).template(trust_as_template(expr))
+    return role_vars.render(expr, {**load("defaults", "main.yml"), **load("vars", "main.yml"), **extra})
 
 
 @pytest.mark.parametrize(("base", "python"), [

@@ -2,35 +2,23 @@
 templating from the role's vars, as a play would render them."""
 
 import os
+import sys
 
 import pytest
-import yaml
-from ansible.parsing.dataloader import DataLoader
-from ansible.template import Templar, trust_as_template
 
-ROLE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))),
-                    "roles", "host_python")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import role_vars
+
+ROLE = os.path.join(role_vars.ROLES, "host_python")
 
 
 def load(*parts):
-    with open(os.path.join(ROLE, *parts)) as f:
-        return yaml.safe_load(f)
-
-
-def trusted(value):
-    if isinstance(value, str):
-        return trust_as_template(value)
-    if isinstance(value, list):
-        return [trusted(v) for v in value]
-    if isinstance(value, dict):
-        return {k: trusted(v) for k, v in value.items()}
-    return value
+    return role_vars.load("host_python", *parts)
 
 
 def render(expr, facts, **extra):
-    variables = trusted({**load("vars", "main.yml"), **load("defaults", "main.yml"), **extra})
-    templar = Templar(loader=DataLoader(), variables={**variables, "ansible_facts": facts})
-    return templar.template(trust_as_template(expr))
+    variables = {**load("vars", "main.yml"), **load("defaults", "main.yml"), **extra}
+    return role_vars.render(expr, {**variables, "ansible_facts": facts})
 
 
 def facts(distribution, major, family):
