@@ -39,7 +39,7 @@ lint: setup-controller
 	yamllint -s .
 	ruff check .
 	shellcheck tools/*.sh tools/hardening/*.sh tests/support/host-image/*.sh roles/vllm_service/files/rhoim-vllm-serve roles/vllm_service/files/rhoim-vllm-keygen \
-	  images/inference/build/ansible-step images/inference/build/check-kernel-modules images/inference/usr/lib/greenboot/check/required.d/*.sh
+	  images/inference/build/ansible-step images/inference/build/check-kernel-modules images/inference/build/install-accelerator images/inference/build/selinux-contexts images/inference/usr/lib/greenboot/check/required.d/*.sh
 	ansible-lint
 	antsibull-changelog lint
 	promtool check config --syntax-only docs/monitoring/prometheus-scrape.yml

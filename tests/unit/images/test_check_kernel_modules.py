@@ -13,11 +13,13 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 GUARD = os.path.join(ROOT, "images", "inference", "build", "check-kernel-modules")
 KERNEL = "6.12.0-55.el10.x86_64"
+DRIVER = "580.105.08"
 
 
-def module_bytes(vermagic, name):
+def module_bytes(vermagic, name, version=DRIVER):
     """An ELF64 relocatable object holding only .modinfo and .shstrtab, as modinfo reads a .ko."""
-    modinfo = ("vermagic=%s SMP preempt mod_unload modversions \0name=%s\0license=Dual MIT/GPL\0" % (vermagic, name)).encode()
+    modinfo = ("version=%s\0vermagic=%s SMP preempt mod_unload modversions \0name=%s\0license=Dual MIT/GPL\0"
+               % (version, vermagic, name)).encode()
     names = b"\0.modinfo\0.shstrtab\0"
     at_modinfo = 64
     at_names = at_modinfo + len(modinfo)
@@ -32,12 +34,12 @@ def module_bytes(vermagic, name):
     return body + sections
 
 
-def kernel(root, version, modules=(), built_for=None, compress=True):
+def kernel(root, version, modules=(), built_for=None, compress=True, driver=DRIVER):
     folder = root / version
     (folder / "extra").mkdir(parents=True)
     (folder / "vmlinuz").write_bytes(b"kernel")
     for name in modules:
-        data = module_bytes(built_for or version, name)
+        data = module_bytes(built_for or version, name, driver)
         if compress:
             (folder / "extra" / (name + ".ko.xz")).write_bytes(lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32))
         else:
@@ -100,3 +102,17 @@ def test_a_module_modinfo_cannot_read_fails(tmp_path):
     (tmp_path / KERNEL / "extra" / "nvidia.ko").write_bytes(b"not an ELF object")
     proc = guard(tmp_path, "nvidia")
     assert proc.returncode == 1 and "modinfo cannot read" in proc.stderr
+
+
+def test_the_pinned_driver_version_passes(tmp_path):
+    kernel(tmp_path, KERNEL, ["nvidia", "nvidia-uvm"])
+    proc = guard(tmp_path, "--version", DRIVER, "nvidia", "nvidia-uvm")
+    assert proc.returncode == 0, proc.stderr
+    assert "built for kernel %s, driver %s" % (KERNEL, DRIVER) in proc.stdout
+
+
+def test_a_module_of_another_driver_version_fails(tmp_path):
+    kernel(tmp_path, KERNEL, ["nvidia"], driver="575.57.08")
+    proc = guard(tmp_path, "--version", DRIVER, "nvidia")
+    assert proc.returncode == 1
+    assert "is driver 575.57.08, not the pinned driver %s" % DRIVER in proc.stderr

