@@ -58,8 +58,8 @@ inference:
       - name: tiny
         repo_id: $REPO
         revision: main
-    # The host image carries vLLM's CPU build (tests/support/host-image/vllm-image.sh).
-    vllm_service_install: false
+    # The host is booted from the inference image (tests/support/host-image/vllm-image.yml): vLLM and the
+    # unit come from the image; the role writes the settings, the key and the drop-ins in /etc.
     vllm_service_models:
       - name: tiny
         served_model_name: tiny

@@ -118,9 +118,16 @@ step_host_image() {
   RHOIM_HOST_SUITE=bullseye "$ROOT/tests/support/host-image/build.sh"
 }
 
-# The same image with vLLM's CPU build in it, for make demo and the end-to-end run.
+# The vLLM test-host image, for make demo and the end-to-end run: the inference image's cpu variant,
+# built by rhoim.inference.bootc_image on the stand-in bootc base (nothing to do when its inputs are unchanged).
 step_vllm_image() {
-  "$ROOT/tests/support/host-image/vllm-image.sh"
+  local build_log="$RHOIM_CACHE/vllm-image.log"
+  [ -f "$WHEELHOUSE/.rhoim-requirements" ] || { echo "no wheelhouse at $WHEELHOUSE: run make setup" >&2; exit 1; }
+  ANSIBLE_COLLECTIONS_PATH="$ROOT/build/collections" RHOIM_WHEELHOUSE="$WHEELHOUSE" ANSIBLE_NOCOLOR=1 \
+    "$VENV/bin/ansible-playbook" -i localhost, "$ROOT/tests/support/host-image/vllm-image.yml" >"$build_log" 2>&1 ||
+    { tail -n 60 "$build_log" >&2; echo "tools/setup.sh: building the vLLM test-host image failed (log: $build_log)" >&2; exit 1; }
+  grep -q 'Build the image with podman' "$build_log" && log "built the vLLM test-host image localhost/rhoim-test-host-vllm:current"
+  return 0
 }
 
 step_wheelhouse() {

@@ -169,8 +169,9 @@ def test_each_host_makes_its_own_key_and_waits_for_its_model(booted):
     assert keys[0] != keys[1]
 
 
-def lay_down_tiny(name):
-    """The tiny model where the model role puts it, and the host's container adjustment."""
+def lay_down_tiny(name, container_dropin=True):
+    """The tiny model where the model role puts it, and (without the serve stage, which writes its own)
+    the host's container adjustment."""
     model = os.path.join(EPHEMERAL, "tiny-model")
     if not os.path.exists(os.path.join(model, "config.json")):
         run(sys.executable, os.path.join(PROJECT, "tests", "support", "make_tiny_model.py"), model)
@@ -178,6 +179,8 @@ def lay_down_tiny(name):
     on(name, "mkdir -p " + revision)
     run("podman", "cp", model + "/.", "%s:%s" % (name, revision))
     on(name, "ln -sfn %s /var/lib/rhoim/models/tiny/current" % COMMIT)
+    if not container_dropin:
+        return
     # A podman host is a container: ProtectProc= cannot be set up there beside PrivateUsers= (217/USER,
     # see the vllm_service README); a real host from the image keeps it. Host configuration, in /etc.
     on(name, "mkdir -p /etc/systemd/system/rhoim-vllm@.service.d && "
@@ -230,8 +233,9 @@ def test_the_serve_stage_on_an_image_host_writes_only_to_etc_and_var(booted):
     """vllm_service on a host booted from the image (bootc marks it with /run/ostree-booted): the image's
     vLLM, wrapper and unit; the host's settings in /etc; its own first-boot key kept."""
     name = booted[1]
-    lay_down_tiny(name)
-    on(name, "touch /run/ostree-booted")
+    lay_down_tiny(name, container_dropin=False)
+    # The stand-in base marks its booted hosts as bootc does.
+    assert on(name, "test -f /run/ostree-booted", check=False).returncode == 0
     snapshot = "find /usr /opt -xdev -printf '%p %s %m %T@\\n' 2>/dev/null | LC_ALL=C sort | sha256sum"
     usr_before = on(name, snapshot).stdout
     key_before = on(name, "sha256sum " + KEY).stdout
@@ -242,8 +246,10 @@ def test_the_serve_stage_on_an_image_host_writes_only_to_etc_and_var(booted):
     for absent in ("/etc/systemd/system/rhoim-vllm@.service", "/etc/systemd/system/rhoim-vllm-key@.service",
                    "/usr/local/libexec/rhoim", "/opt/rhoim"):
         assert on(name, "test ! -e " + absent, check=False).returncode == 0, absent
-    assert "ConditionPathExists=/var/lib/rhoim/models/tiny/%s/config.json" % COMMIT in on(
-        name, "cat /etc/systemd/system/rhoim-vllm@tiny.service.d/10-rhoim.conf").stdout
+    dropin = on(name, "cat /etc/systemd/system/rhoim-vllm@tiny.service.d/10-rhoim.conf").stdout
+    assert "ConditionPathExists=/var/lib/rhoim/models/tiny/%s/config.json" % COMMIT in dropin
+    # The host's account, and ProtectProc= as this host (a container) needs it, over the image's unit.
+    assert "User=rhoim\nGroup=rhoim\nProtectProc=default\n" in dropin
     assert 'RHOIM_VLLM_BIN="/usr/lib/rhoim/vllm/bin/vllm"' in on(name, "cat /etc/rhoim/vllm/tiny.env").stdout
     unit = on(name, "readlink -f \"$(systemctl show -P FragmentPath rhoim-vllm@tiny.service)\"").stdout.strip()
     assert unit == "/usr/lib/systemd/system/rhoim-vllm@.service"

@@ -1,6 +1,7 @@
 """End to end: site.yml through ansible-runner against a local systemd host.
 
-The host comes from the test-host image with vLLM's CPU build in it and is reached over SSH; a
+The host is booted from the inference image's cpu variant (tests/support/host-image/vllm-image.yml: an
+image-mode host, vLLM and the unit from the image) and is reached over SSH; a
 Hub stand-in on the controller (on its address on the hosts' network) serves a tiny model made
 here; site.yml lays it down with the model role and serves it with vllm_service, as
 `ansible-playbook site.yml` does for users.
@@ -70,14 +71,16 @@ def run_site(private_dir, hosts, group_vars=None, cmdline=None):
 
 def serving_vars(hub):
     return {
-        # One account for both stages, named once: the model files' group and the unit's user.
+        # One account for both stages, named once: the model files' group and the unit's user. The image's
+        # own account (rhoim, 961) is on the host already, so this one has its own IDs.
         "service_account_user": ACCOUNT,
         "service_account_group": ACCOUNT,
+        "service_account_uid": 962,
+        "service_account_gid": 962,
         "model_hub_endpoint": "http://host.containers.internal:%d" % hub.port,
         "model_pip_find_links": "/var/cache/rhoim/wheelhouse",
         "model_pip_extra_args": "--no-index",
         "model_models": [{"name": "tiny", "repo_id": REPO, "revision": "main"}],
-        "vllm_service_install": False,
         "vllm_service_models": [
             {"name": "tiny", "dtype": "float32", "max_model_len": 256, "cpu_kvcache_space": 1, "extra": {"enforce-eager": True}}
         ],
