@@ -34,6 +34,7 @@ HOSTS = ["rhoim-bootc-image-host-1", "rhoim-bootc-image-host-2"]
 COMMIT = "5eed0000000000000000000000000000000000e1"
 KEY = "/etc/rhoim/credentials/tiny.api_key"
 GREENBOOT = "/usr/lib/greenboot/check/required.d/50-rhoim-vllm.sh"
+SECRET_MARKER = b"rhoim-build-secret-marker-5eed"
 # A registry that asks for credentials (tests/support/registry.py), and its pull account.
 AUTH_REGISTRY = "127.0.0.1:15001"
 PULL_USER = "fleet-pull"
@@ -75,15 +76,17 @@ def oci(pushed):
     shutil.rmtree(folder, ignore_errors=True)
 
 
+def blob(oci, digest):
+    return os.path.join(oci, "blobs", "sha256", digest.split(":", 1)[1])
+
+
 def layer_members(oci):
     """(layer digest, member names) for each layer of the pulled image, lowest first."""
     index = json.load(open(os.path.join(oci, "index.json")))
-    manifest_digest = index["manifests"][0]["digest"].split(":", 1)[1]
-    manifest = json.load(open(os.path.join(oci, "blobs", "sha256", manifest_digest)))
+    manifest = json.load(open(blob(oci, index["manifests"][0]["digest"])))
     out = []
     for layer in manifest["layers"]:
-        path = os.path.join(oci, "blobs", "sha256", layer["digest"].split(":", 1)[1])
-        with tarfile.open(path) as tar:
+        with tarfile.open(blob(oci, layer["digest"])) as tar:
             out.append((layer["digest"], tar.getnames()))
     return out
 
@@ -118,6 +121,22 @@ def test_no_secret_in_any_layer(oci):
             # Hosts make their own SSH host keys; Ansible leaves nothing behind.
             assert not re.match(r"(\./)?etc/ssh/ssh_host_", name), (digest, name)
             assert not re.match(r"(\./)?(root/\.ansible|var/tmp/rhoim-ansible.)", name), (digest, name)
+            # The build secret was mounted, never copied.
+            assert not re.match(r"(\./)?run/secrets/.", name), (digest, name)
+
+
+def test_the_build_secret_is_in_no_layer_and_not_in_the_history(oci, pushed):
+    layers = layer_members(oci)
+    vllm = max(range(len(layers)), key=lambda i: os.path.getsize(blob(oci, layers[i][0])))
+    # The layers this scenario built with the secret mounted: those above vLLM's (the largest), which comes
+    # from the cache of the test-host image.
+    for digest, _names in layers[vllm + 1:]:
+        with tarfile.open(blob(oci, digest)) as tar:
+            for member in tar:
+                if member.isfile():
+                    assert SECRET_MARKER not in tar.extractfile(member).read(), (digest, member.name)
+    config = run("skopeo", "inspect", "--tls-verify=false", "--config", "docker://" + pushed["ref"]).stdout
+    assert SECRET_MARKER.decode() not in config and "pip.conf\",\"src" not in config
 
 
 def test_the_image_brings_its_content_under_usr(oci):
@@ -131,8 +150,9 @@ def test_the_image_brings_its_content_under_usr(oci):
     assert not [n for n in ours if n.startswith(("opt/", "usr/local/"))]
     assert not [n for n in ours if n.startswith("var/") and n.rstrip("/") not in ("var", "var/tmp")], \
         [n for n in ours if n.startswith("var/")][:10]
-    # Only the mount point of the build's wheelhouse under /run (a booted host mounts a tmpfs over it).
-    assert not [n for n in ours if n.startswith("run/") and n not in ("run/rhoim-wheelhouse", "run/.wh..containerenv")]
+    # Only the mount points of the build's wheelhouse and secrets under /run, empty (a booted host mounts a
+    # tmpfs over /run).
+    assert not [n for n in ours if n.startswith("run/") and n not in ("run/rhoim-wheelhouse", "run/secrets", "run/.wh..containerenv")]
 
 
 @pytest.fixture(scope="module")
@@ -380,7 +400,7 @@ def test_hosts_get_the_registry_settings_and_pull_secret_a_real_client_uses(boot
     name = booted[0]
     other = {"other.example:5000": {"auth": "b3RoZXI6c2VjcmV0"}}
     on(name, "mkdir -p /etc/ostree && umask 077 && echo '%s' > /etc/ostree/auth.json" % json.dumps({"auths": other}))
-    _, out = play_on(name, HOST_REGISTRY, host_registry_vars())
+    out = play_on(name, HOST_REGISTRY, host_registry_vars())[1]
     secret = base64.b64encode(("%s:%s" % (PULL_USER, PULL_PASSWORD)).encode()).decode()
     assert PULL_PASSWORD not in out and secret not in out
     conf = "/etc/containers/registries.conf.d/50-rhoim-127.0.0.1-15001.conf"
@@ -412,7 +432,7 @@ def test_hosts_get_the_registry_settings_and_pull_secret_a_real_client_uses(boot
     https = inspect(tmp_path / "empty.conf", host_auth)
     assert https.returncode != 0 and "http" in https.stdout.lower(), https.stdout
     # A second run changes nothing.
-    _, again = play_on(name, HOST_REGISTRY, host_registry_vars())
+    again = play_on(name, HOST_REGISTRY, host_registry_vars())[1]
     assert re.search(r"%s\s+: ok=\d+\s+changed=0 " % name, again), again[-1500:]
     # A registry with TLS again: the drop-in goes, the pull secret stays.
     play_on(name, HOST_REGISTRY, host_registry_vars(bootc_image_tls_verify=True))
@@ -446,8 +466,8 @@ def test_a_signed_push_verifies_with_the_public_key_alone(pushed, tmp_path):
     for home in (signer, verifier):
         home.mkdir(mode=0o700)
     gpg(str(signer), "--passphrase", SIGN_PASSPHRASE, "--quick-gen-key", SIGNER, "default", "default", "never")
-    fingerprint = next(line.split(":")[9] for line in gpg(str(signer), "--with-colons", "--list-keys").stdout.splitlines()
-                   if line.startswith("fpr:"))
+    listing = gpg(str(signer), "--with-colons", "--list-keys").stdout.splitlines()
+    fingerprint = next(line.split(":")[9] for line in listing if line.startswith("fpr:"))
     (tmp_path / "public.gpg").write_bytes(subprocess.run(["gpg", "--homedir", str(signer), "--export", fingerprint],
                                                          capture_output=True, check=True).stdout)
     gpg(str(verifier), "--import", str(tmp_path / "public.gpg"))
@@ -477,6 +497,19 @@ def test_a_signed_push_verifies_with_the_public_key_alone(pushed, tmp_path):
             shutil.rmtree(folder, ignore_errors=True)
         with open(os.path.join(EPHEMERAL, "pushed.json"), "w") as handle:
             json.dump(pushed, handle)
+
+
+def test_a_build_secret_reaches_the_build_pip_and_its_password_is_never_shown(tmp_path):
+    """A pip.conf build secret naming an index with credentials (unreachable here): the build's pip looks there,
+    and what it prints masks the password; the run fails with that step's output."""
+    token = "idx-" + hashlib.sha256(b"rhoim-index-token").hexdigest()[:16]
+    conf = tmp_path / "pip.conf"
+    # verbose = 1 cancels the build's pip -q, so that pip says where it looks.
+    conf.write_text("[global]\nindex-url = http://rhoim:%s@127.0.0.1:9/simple\nretries = 0\ntimeout = 2\nverbose = 1\n" % token)
+    conf.chmod(0o600)
+    out = refused({"bootc_image_pip_wheelhouse": "", "bootc_image_build_secrets": [{"id": "pip.conf", "src": str(conf)}]},
+                  "Building 127.0.0.1:15000/rhoim/inference:refused failed", "http://rhoim:****@127.0.0.1:9/simple")
+    assert token not in out
 
 
 def test_no_build_leftovers():

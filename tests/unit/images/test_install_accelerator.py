@@ -137,5 +137,5 @@ def test_cuda_refuses_other_bases(tmp_path, os_release, message):
 ])
 def test_bad_arguments_are_named(tmp_path, argv, message):
     root = base_root(tmp_path, BASES[4][1], [BASES[4][2]])
-    proc, _ = install(tmp_path, root, *argv)
+    proc = install(tmp_path, root, *argv)[0]
     assert proc.returncode == 1 and message in proc.stderr

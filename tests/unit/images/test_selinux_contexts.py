@@ -45,5 +45,5 @@ def test_a_base_without_selinux_has_nothing_to_declare(tmp_path):
 
 
 def test_a_base_with_selinux_and_no_semanage_fails_the_build(tmp_path):
-    proc, _ = run(tmp_path, selinux=True, semanage=False)
+    proc = run(tmp_path, selinux=True, semanage=False)[0]
     assert proc.returncode == 1 and "semanage is missing (policycoreutils-python-utils)" in proc.stderr

@@ -152,3 +152,11 @@ def test_the_driver_layer_is_below_vllm_and_copies_no_role():
     assert accelerator < text.index('ansible-step "${ANSIBLE}" vllm.yml')
     before = text[text.index("\nFROM os\n"):accelerator]
     assert not re.findall(r"^COPY roles/", before, flags=re.M)
+
+
+def test_build_secrets_become_secret_arguments_and_never_build_arguments():
+    secrets = [{"id": "pip.conf", "src": "/root/.config/pip/pip.conf"}, {"id": "token", "src": "/run/t"}]
+    assert render("{{ __bootc_image_secret_argv }}", bootc_image_build_secrets=secrets) == [
+        "--secret=id=pip.conf,src=/root/.config/pip/pip.conf", "--secret=id=token,src=/run/t"]
+    args = build_args(bootc_image_build_secrets=secrets)
+    assert not [v for v in args.values() if "pip.conf" in str(v) or "/run/t" in str(v)]
