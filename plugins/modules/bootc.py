@@ -11,7 +11,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 module: bootc
 short_description: Read, switch, upgrade or roll back the image a bootc host boots
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Reads C(bootc status --format=json) and returns the host's booted, staged and rollback images with their
     digests, and whether a reboot is needed to boot what is staged or queued.
