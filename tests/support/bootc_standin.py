@@ -21,14 +21,24 @@ Models, as ../shared/reference/bootc.md records them from bootc's source:
 Does not model: ostree, pulling layers (the image is resolved to a digest only), signature verification,
 `/etc` merges, kernel arguments, soft reboots, `--apply`, `edit`, `usr-overlay`, `install`.
 
-State: a JSON file (RHOIM_BOOTC_STATE) the harness keeps outside the host. Images resolve through
-RHOIM_BOOTC_IMAGES, a JSON file {"<image reference>": {"digest": "sha256:...", "version": "..."}} that the harness
-fills from the registry (a reference missing from it is an image the registry does not have).
+State: a JSON file (RHOIM_BOOTC_STATE, default /run/rhoim-bootc/state.json, where the harness mounts a folder
+it keeps outside the host). Images of the registry transport resolve to a digest as bootc resolves them, in the
+registry itself (HTTP API v2, manifest by tag or digest), with the host's settings: a registry marked
+`insecure = true` in /etc/containers/registries.conf(.d) is reached over plain HTTP, and its credentials come
+from the first of /run/ostree/auth.json, /etc/ostree/auth.json, /usr/lib/ostree/auth.json (bootc's order);
+only Basic authentication is modelled (the test registry's htpasswd). For the module's unit tests,
+RHOIM_BOOTC_IMAGES names a JSON file {"<image reference>": {"digest": "sha256:...", "version": "..."}} used
+instead (a reference missing from it is an image the registry does not have).
 """
 
+import glob
+import hashlib
 import json
 import os
+import re
 import sys
+import urllib.error
+import urllib.request
 
 API = {"apiVersion": "org.containers.bootc/v1", "kind": "BootcHost", "metadata": {"name": "host"}}
 
@@ -86,10 +96,83 @@ class Fail(Exception):
         self.code = code
 
 
+MANIFEST_TYPES = ", ".join([
+    "application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json"])
+AUTH_FILES = ("/run/ostree/auth.json", "/etc/ostree/auth.json", "/usr/lib/ostree/auth.json")
+
+
+def insecure_registries():
+    """Locations marked insecure in registries.conf and its drop-ins (the [[registry]] tables only)."""
+    found, location = set(), None
+    for path in ["/etc/containers/registries.conf", *sorted(glob.glob("/etc/containers/registries.conf.d/*.conf"))]:
+        try:
+            with open(path) as handle:
+                lines = handle.read().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            line = line.split("#", 1)[0].strip()
+            if line.startswith("["):
+                location = None
+            match = re.match(r'location\s*=\s*"([^"]+)"', line)
+            if match:
+                location = match.group(1)
+            if re.match(r"insecure\s*=\s*true", line) and location:
+                found.add(location)
+    return found
+
+
+def credentials(registry):
+    for path in AUTH_FILES:
+        if os.path.exists(path):
+            with open(path) as handle:
+                auths = json.load(handle).get("auths", {})
+            entry = auths.get(registry)
+            return entry.get("auth") if entry else None
+    return None
+
+
+def registry_get(registry, path, accept):
+    scheme = "http" if registry in insecure_registries() else "https"
+    request = urllib.request.Request("%s://%s%s" % (scheme, registry, path), headers={"Accept": accept})  # noqa: S310 - http(s) only
+    auth = credentials(registry)
+    if auth:
+        request.add_header("Authorization", "Basic " + auth)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - the host's own registry
+            return response.read(), response.headers
+    except urllib.error.HTTPError as exc:
+        if exc.code == 401:
+            raise Fail("reading manifest in %s: authentication required" % registry) from exc
+        if exc.code == 404:
+            raise Fail("reading manifest in %s: manifest unknown" % registry) from exc
+        raise Fail("reading %s from %s: HTTP %d" % (path, registry, exc.code)) from exc
+    except OSError as exc:
+        raise Fail("pinging container registry %s: %s" % (registry, exc)) from exc
+
+
+def resolve_in_registry(image):
+    match = re.match(r"^([^/]+)/(.+?)(?:@(sha256:[0-9a-f]{64})|:([^:/@]+))?$", image)
+    if not match or not ("." in match.group(1) or ":" in match.group(1) or match.group(1) == "localhost"):
+        raise Fail("Invalid image reference %s: give registry/repository[:tag|@digest]" % image)
+    registry, repository, digest, tag = match.groups()
+    body, headers = registry_get(registry, "/v2/%s/manifests/%s" % (repository, digest or tag or "latest"), MANIFEST_TYPES)
+    found = headers.get("Docker-Content-Digest") or "sha256:" + hashlib.sha256(body).hexdigest()
+    version = None
+    config = json.loads(body).get("config", {}).get("digest")
+    if config:
+        blob = json.loads(registry_get(registry, "/v2/%s/blobs/%s" % (repository, config), "*/*")[0])
+        version = ((blob.get("config") or {}).get("Labels") or {}).get("org.opencontainers.image.version")
+    return {"digest": found, "version": version}
+
+
 def resolve(image):
     path = os.environ.get("RHOIM_BOOTC_IMAGES", "")
+    if not path:
+        return resolve_in_registry(image)
     images = {}
-    if path and os.path.exists(path):
+    if os.path.exists(path):
         with open(path) as handle:
             images = json.load(handle)
     if image not in images:
@@ -222,6 +305,7 @@ def main(argv=None):
         save(path, boot(load(path)))
         return 0
     path = os.environ.get("RHOIM_BOOTC_STATE", "/run/rhoim-bootc/state.json")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     if os.geteuid() != 0 and os.environ.get("RHOIM_BOOTC_ANY_USER") != "1":
         sys.stderr.write("error: This command must be executed as the root user\n")
         return 1

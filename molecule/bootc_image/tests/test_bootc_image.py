@@ -27,6 +27,8 @@ from scenario import playbook_command, remove_vars_files, run_playbook  # noqa: 
 CONVERGE = os.path.join(PROJECT, "molecule", "bootc_image", "converge.yml")
 SERVE = os.path.join(PROJECT, "molecule", "bootc_image", "serve.yml")
 HOST_REGISTRY = os.path.join(PROJECT, "molecule", "bootc_image", "host_registry.yml")
+SWITCH = os.path.join(PROJECT, "molecule", "bootc_image", "switch.yml")
+STANDIN = os.path.join(PROJECT, "tests", "support", "bootc_standin.py")
 REPO = "127.0.0.1:15000/rhoim/inference"
 NETWORK = "rhoim-bootc-image"
 PULLED = "localhost/rhoim-bootc-image-pulled:test"
@@ -438,6 +440,38 @@ def test_hosts_get_the_registry_settings_and_pull_secret_a_real_client_uses(boot
     play_on(name, HOST_REGISTRY, host_registry_vars(bootc_image_tls_verify=True))
     assert on(name, "test ! -e " + conf, check=False).returncode == 0
     assert AUTH_REGISTRY in json.loads(on(name, "cat /etc/ostree/auth.json").stdout)["auths"]
+
+
+def test_the_bootc_module_resolves_an_image_with_the_host_registry_settings(booted, auth_registry):
+    """rhoim.inference.bootc on a host from the image, with the bootc stand-in as the host's bootc: the drop-in and
+    pull secret that host_registry writes let it resolve an image in the registry that asks for credentials, as
+    hosts reach it (by name on the test network); a wrong pull secret gives bootc's error through the module."""
+    name = booted[0]
+    on_network = "rhoim-registry-auth:5000"
+    image = on_network + "/rhoim/probe:1"
+    run("podman", "cp", STANDIN, "%s:/usr/local/lib/bootc_standin.py" % name)
+    on(name, "printf '#!/bin/sh\\nexec python3 /usr/local/lib/bootc_standin.py \"$@\"\\n' >/usr/local/bin/bootc && "
+             "chmod 755 /usr/local/bin/bootc && mkdir -p /run/rhoim-bootc")
+    booted_from = {"image": "rhoim-registry:5000/rhoim/inference:cpu", "transport": "registry", "signature": None,
+                   "digest": "sha256:" + "0" * 64, "version": "1.0"}
+    on(name, "echo '%s' >/run/rhoim-bootc/state.json" % json.dumps(
+        {"spec": None, "booted": booted_from, "staged": None, "rollback": None, "rollback_queued": False, "cached": None}))
+    probe = run("skopeo", "inspect", "--tls-verify=false", "--creds", "%s:%s" % (PULL_USER, PULL_PASSWORD),
+                "--format", "{{.Digest}}", "docker://%s/rhoim/probe:1" % AUTH_REGISTRY).stdout.strip()
+    settings = host_registry_vars(bootc_image_host_registry=on_network)
+    play_on(name, HOST_REGISTRY, settings)
+    play_on(name, SWITCH, {"rhoim_switch_image": image})
+    staged = json.loads(on(name, "cat /run/rhoim-switch.json").stdout)
+    assert staged["changed"] and staged["staged"]["image"] == image and staged["staged"]["digest"] == probe
+    assert staged["booted"]["digest"] == booted_from["digest"] and staged["reboot_required"]
+    play_on(name, SWITCH, {"rhoim_switch_image": image})
+    assert not json.loads(on(name, "cat /run/rhoim-switch.json").stdout)["changed"]
+    # The registry refuses a wrong pull secret; bootc's error is the module's, and nothing is staged.
+    play_on(name, HOST_REGISTRY, dict(settings, bootc_image_pull_password="wrong-" + PULL_PASSWORD))
+    rc, out = play_on(name, SWITCH, {"rhoim_switch_image": on_network + "/rhoim/probe:2"}, check=False)
+    assert rc != 0 and "bootc switch failed (rc 1)" in out and "authentication required" in out, out[-2000:]
+    assert PULL_PASSWORD not in out
+    on(name, "rm -rf /run/rhoim-bootc /usr/local/bin/bootc /usr/local/lib/bootc_standin.py /run/rhoim-switch.json")
 
 
 def test_a_pull_secret_file_that_is_not_json_is_named_and_kept(booted):
