@@ -527,6 +527,9 @@ def test_a_signed_push_verifies_with_the_public_key_alone(pushed, tmp_path):
         # The signature names the tag it was pushed as: it does not vouch for another.
         assert verify(REPO + ":cpu").returncode != 0
     finally:
+        # gpg started an agent for each home; they would outlive the test.
+        for home in (signer, verifier):
+            subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False)
         for folder in set(glob.glob(SIGSTORE + "*")) - before:
             shutil.rmtree(folder, ignore_errors=True)
         with open(os.path.join(EPHEMERAL, "pushed.json"), "w") as handle:
