@@ -9,35 +9,15 @@ import sys
 
 import pytest
 from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.rhoim.inference.plugins.modules import bootc
+from module_harness import run_main
 
 TESTS = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 STANDIN = os.path.join(TESTS, "support", "bootc_standin.py")
 REPO = "registry.example.com/rhoim/inference"
 OLD, NEW = REPO + ":cpu", REPO + ":cuda"
 DIGEST_A, DIGEST_B, DIGEST_C = ("sha256:" + c * 64 for c in "abc")
-
-
-class Exit(Exception):
-    def __init__(self, result, failed):
-        super().__init__(result)
-        self.result = result
-        self.failed = failed
-
-
-@pytest.fixture(autouse=True)
-def _exits(monkeypatch):
-    def exit_json(self, **kw):
-        raise Exit(kw, False)
-
-    def fail_json(self, msg, **kw):
-        kw["msg"] = msg
-        raise Exit(kw, True)
-
-    monkeypatch.setattr(basic.AnsibleModule, "exit_json", exit_json)
-    monkeypatch.setattr(basic.AnsibleModule, "fail_json", fail_json)
 
 
 class Host:
@@ -82,15 +62,7 @@ def host(tmp_path, monkeypatch):
 
 
 def call(args, check_mode=False, diff=False):
-    args = dict(args)
-    if check_mode:
-        args["_ansible_check_mode"] = True
-    if diff:
-        args["_ansible_diff"] = True
-    with patch_module_args(args):
-        with pytest.raises(Exit) as ei:
-            bootc.main()
-    return ei.value
+    return run_main(bootc.main, args, check_mode, diff)
 
 
 def test_a_host_never_installed_from_an_image(host):

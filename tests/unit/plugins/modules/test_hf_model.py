@@ -6,32 +6,11 @@ import os
 import pytest
 
 import hub_server  # tests/support, on the path from tests/unit/conftest.py
-from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.rhoim.inference.plugins.modules import hf_model
+from module_harness import run_main
 
 TOKEN = "hf_module_token_secret"  # noqa: S105 - a fixture token
-
-
-class Exit(Exception):
-    def __init__(self, result, failed):
-        super().__init__(result)
-        self.result = result
-        self.failed = failed
-
-
-@pytest.fixture(autouse=True)
-def _exits(monkeypatch):
-    def exit_json(self, **kw):
-        raise Exit(kw, False)
-
-    def fail_json(self, msg, **kw):
-        kw["msg"] = msg
-        raise Exit(kw, True)
-
-    monkeypatch.setattr(basic.AnsibleModule, "exit_json", exit_json)
-    monkeypatch.setattr(basic.AnsibleModule, "fail_json", fail_json)
 
 
 @pytest.fixture(scope="module")
@@ -50,15 +29,7 @@ def hub(tmp_path_factory):
 
 
 def call(args, check_mode=False, diff=False):
-    args = dict(args)
-    if check_mode:
-        args["_ansible_check_mode"] = True
-    if diff:
-        args["_ansible_diff"] = True
-    with patch_module_args(args):
-        with pytest.raises(Exit) as ei:
-            hf_model.main()
-    return ei.value
+    return run_main(hf_model.main, args, check_mode, diff)
 
 
 def test_check_then_real_then_again(hub, tmp_path):
