@@ -278,8 +278,11 @@ def wait_for_ssh(name, timeout=60):
     raise HostError("local host %s does not answer over SSH within %d s: %s" % (name, timeout, last))
 
 
-def up(name, image=DEFAULT_IMAGE, network=DEFAULT_NETWORK, init="systemd", podman_args=()):
-    """Start (or reuse, when it runs) a host and wait until it answers; returns its address."""
+def up(name, image=DEFAULT_IMAGE, network=DEFAULT_NETWORK, init="systemd", podman_args=(), before_start=None, wait=True):
+    """Start (or reuse, when it runs) a host and wait until it answers; returns its address.
+
+    before_start(name) runs between podman create and start (files put into the host before it boots);
+    wait=False returns once it has started, without waiting for it or recording its host key."""
     ensure_ssh_config()
     image = image_ref(image)
     with _locked():
@@ -289,7 +292,7 @@ def up(name, image=DEFAULT_IMAGE, network=DEFAULT_NETWORK, init="systemd", podma
             _close_master(name)
             info = json.loads(podman("network", "inspect", network).stdout)[0]["subnets"][0]
             address = pick_address(name, info["subnet"], info["gateway"], _addresses_in_use(network), _recorded_address(name))
-            args = ["run", "-d", "--name", name, "--hostname", name, "--network", network, "--ip", address,
+            args = ["create", "--name", name, "--hostname", name, "--network", network, "--ip", address,
                     "--mac-address", mac_address(name),
                     "--label", LABEL, "--shm-size=1g"]
             if init != "none":
@@ -303,6 +306,11 @@ def up(name, image=DEFAULT_IMAGE, network=DEFAULT_NETWORK, init="systemd", podma
             else:
                 args += [*podman_args, image, "sleep", "infinity"]
             podman(*args)
+            if before_start:
+                before_start(name)
+            podman("start", name)
+    if not wait:
+        return None
     if init == "systemd":
         _wait_for_boot(name)
     if init == "none":
