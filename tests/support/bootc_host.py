@@ -40,8 +40,8 @@ import tarfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bootc_standin  # noqa: E402  (test support, not a package)
-import local_host  # noqa: E402
+import bootc_standin
+import local_host
 
 ROOT = os.path.join(local_host.CACHE, "bootc-hosts")
 STANDIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bootc_standin.py")
@@ -109,7 +109,7 @@ def wrapper_path():
         os.makedirs(ROOT, exist_ok=True)
         with open(path + ".tmp", "w") as handle:
             handle.write(text)
-        os.chmod(path + ".tmp", 0o755)
+        os.chmod(path + ".tmp", 0o700)  # run by root in the hosts (rootful podman)
         os.replace(path + ".tmp", path)
     return path
 
@@ -144,22 +144,37 @@ def down(name):
     shutil.rmtree(host_dir(name), ignore_errors=True)
 
 
+def id_map(tar, path):
+    """name -> id from the passwd or group file inside a tar of /etc."""
+    try:
+        text = tar.extractfile(path).read().decode()
+    except (KeyError, AttributeError):
+        return {}
+    return {fields[0]: int(fields[2]) for fields in (line.split(":") for line in text.splitlines()) if len(fields) > 2}
+
+
 def etc_changes(name):
-    """A tar of the files in NAME's /etc that differ from its image (the container may be stopped)."""
+    """A tar of the files in NAME's /etc that differ from its image (the container may be stopped).
+
+    podman cp writes root's IDs into the tar it exports, but the right owner and group names: the IDs come back
+    from the host's own passwd and group files."""
     diff = json.loads(local_host.podman("diff", "--format", "json", name).stdout or "{}")
     wanted = {p.lstrip("/") for p in (diff.get("changed") or []) + (diff.get("added") or []) if p.startswith("/etc/")}
     out = io.BytesIO()
     raw = subprocess.run(["podman", "cp", name + ":/etc", "-"], stdout=subprocess.PIPE, check=True).stdout
     with tarfile.open(fileobj=io.BytesIO(raw)) as src, tarfile.open(fileobj=out, mode="w") as dst:
+        users, groups = id_map(src, "etc/passwd"), id_map(src, "etc/group")
         for member in src.getmembers():
             if member.name in wanted and (member.isfile() or member.issym() or member.isdir()):
+                member.uid = users.get(member.uname, member.uid)
+                member.gid = groups.get(member.gname, member.gid)
                 dst.addfile(member, src.extractfile(member) if member.isfile() else None)
     return out.getvalue()
 
 
 def put_etc(name, data):
     if data:
-        subprocess.run(["podman", "cp", "-", name + ":/"], input=data, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(["podman", "cp", "--archive=false", "-", name + ":/"], input=data, check=True, stdout=subprocess.DEVNULL)
 
 
 def etc_store(name, digest):
@@ -225,7 +240,7 @@ def supervise():
 def start_supervisor():
     os.makedirs(ROOT, exist_ok=True)
     with open(os.path.join(ROOT, "supervisor.log"), "a") as log:
-        subprocess.Popen([sys.executable, os.path.abspath(__file__), "supervise"], stdout=log, stderr=log,  # noqa: S603
+        subprocess.Popen([sys.executable, os.path.abspath(__file__), "supervise"], stdout=log, stderr=log,
                          stdin=subprocess.DEVNULL, start_new_session=True)
 
 
