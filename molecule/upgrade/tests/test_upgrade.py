@@ -48,7 +48,7 @@ def status(name):
 
 
 def booted(name):
-    return status(name)["booted"]["imageDigest"]
+    return status(name)["booted"]["image"]["imageDigest"]
 
 
 def boot_marker(name):
@@ -74,9 +74,9 @@ def test_every_host_boots_and_serves_the_new_image():
     new, old = digest("1.1"), digest("1.0")
     for name in HOSTS:
         host = status(name)
-        assert host["booted"]["imageDigest"] == new
-        assert host["booted"]["image"]["image"] == IMAGE + ":1.1"
-        assert host["rollback"]["imageDigest"] == old
+        assert host["booted"]["image"]["imageDigest"] == new
+        assert host["booted"]["image"]["image"]["image"] == IMAGE + ":1.1"
+        assert host["rollback"]["image"]["imageDigest"] == old
         assert host["staged"] is None and host["rollbackQueued"] is False
         assert on(name, "cat /usr/lib/rhoim-release") == "1.1"
         assert completion(name) == "200"
@@ -149,8 +149,8 @@ def test_a_broken_image_stops_after_the_canary_which_is_rolled_back_and_serves_a
     assert "HOST" in out and "RESULT" in out and "rolled_back" in out
     # The canary is back on 1.1, serving; bootc still has the broken image as its rollback.
     host = status(HOSTS[0])
-    assert host["booted"]["imageDigest"] == digest("1.1") and host["staged"] is None
-    assert host["rollback"]["imageDigest"] == digest("broken")
+    assert host["booted"]["image"]["imageDigest"] == digest("1.1") and host["staged"] is None
+    assert host["rollback"]["image"]["imageDigest"] == digest("broken")
     assert boot_marker(HOSTS[0]) != markers[HOSTS[0]]
     assert completion(HOSTS[0]) == "200"
     # The others were never touched.
