@@ -82,9 +82,9 @@ def main(argv=None):
             molecule("cleanup")
             molecule("destroy")
     print("single-host upgrades: %s s" % ", ".join("%.1f" % s for s in singles))
-    width = max(len(label) for label, _ in figures)
+    width = max(len(figure[0]) for figure in figures)
     for label, seconds in figures:
-        print("%-*s  %6.1f s  %.2f x baseline" % (width, label, seconds, seconds / baseline))
+        print("%s  %6.1f s  %.2f x baseline" % (label.ljust(width), seconds, seconds / baseline))
     return 0
 
 
