@@ -94,6 +94,27 @@ def test_the_rollout_went_canary_first_then_a_batch_of_two():
     assert max(r["started"] for r in batch) < min(r["finished"] for r in batch)
 
 
+def hooks(name):
+    """(boot marker, release, time) of each drain and undrain hook call on NAME, in order."""
+    with open(os.path.join(EPHEMERAL, "hooks", name + ".log")) as handle:
+        return [line.split() for line in handle.read().splitlines()]
+
+
+def test_each_host_was_drained_before_its_reboot_and_undrained_once_its_new_image_served():
+    first = {r["host"]: r for r in reports()[0]}
+    for name in HOSTS:
+        drain, undrain = hooks(name)[:2]
+        assert drain[1] == "1.0" and undrain[1] == "1.1"
+        assert drain[0] != undrain[0]
+        assert first[name]["started"] < float(drain[2]) < float(undrain[2]) <= first[name]["finished"]
+
+
+def test_the_gate_waited_for_greenboot_green_verdict():
+    for name in HOSTS:
+        assert on(name, "systemctl is-active greenboot-healthcheck.service") == "active"
+        assert "rhoim-vllm: tiny is healthy" in on(name, "journalctl -b -o cat -u greenboot-healthcheck.service")
+
+
 def test_a_finished_rollout_run_again_changes_nothing():
     # Molecule's idempotence step ran converge again (and checked changed=0): its report says why.
     second = reports()[1]
@@ -160,6 +181,23 @@ def test_a_broken_image_stops_after_the_canary_which_is_rolled_back_and_serves_a
     # The gate found the crash-looping vLLM well before its 300 s timeout.
     print("broken rollout: %.0f s, canary %.0f s" % (took, canary["seconds"]))
     assert canary["seconds"] < 240
+
+
+def test_a_boot_greenboot_finds_red_fails_the_gate_and_is_rolled_back():
+    name = HOSTS[0]
+    code, out = run_playbook("rhoim.inference.upgrade", extra_vars=dict(ROLLOUT, bootc_host_image=IMAGE + ":red"))
+    assert code != 0, out[-3000:]
+    canary, = reports()[-1]
+    assert canary["host"] == name and canary["result"] == "rolled_back"
+    assert "greenboot's required checks did not pass" in canary["message"]
+    assert "90-red.sh failed" in canary["message"], canary["message"]
+    host = status(name)
+    assert host["booted"]["image"]["imageDigest"] == digest("1.1") and host["rollback"]["image"]["imageDigest"] == digest("red")
+    assert completion(name) == "200"
+    assert on(name, "systemctl is-active greenboot-healthcheck.service") == "active"
+    # Drained before the reboot into red, undrained once 1.1 served again after the rollback.
+    drain, undrain = hooks(name)[-2:]
+    assert drain[1] == "1.1" and undrain[1] == "1.1" and drain[0] != undrain[0]
 
 
 def test_a_power_off_leaves_the_host_down_and_a_reboot_brings_it_back():
