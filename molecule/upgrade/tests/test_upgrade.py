@@ -26,7 +26,9 @@ from scenario import run_playbook  # noqa: E402
 HOSTS = ["rhoim-upgrade-1", "rhoim-upgrade-2", "rhoim-upgrade-3"]
 IMAGE = "rhoim-upgrade-registry:5000/rhoim/inference"
 KEY = "/etc/rhoim/credentials/tiny.api_key"
-ROLLOUT = {"rhoim_upgrade_hosts": "all", "rhoim_upgrade_canary": 1, "rhoim_upgrade_batch": 2}
+HOOKS = os.path.join(PROJECT, "molecule", "upgrade", "tasks", "hooks.yml")
+ROLLOUT = {"rhoim_upgrade_hosts": "all", "rhoim_upgrade_canary": 1, "rhoim_upgrade_batch": 2,
+           "bootc_host_drain_tasks": HOOKS, "bootc_host_undrain_tasks": HOOKS}
 
 
 def on(name, command, check=True):
@@ -198,6 +200,28 @@ def test_a_boot_greenboot_finds_red_fails_the_gate_and_is_rolled_back():
     # Drained before the reboot into red, undrained once 1.1 served again after the rollback.
     drain, undrain = hooks(name)[-2:]
     assert drain[1] == "1.1" and undrain[1] == "1.1" and drain[0] != undrain[0]
+
+
+def test_an_image_with_the_nvidia_driver_on_a_host_without_gpus_fails_the_gate_and_is_rolled_back():
+    name = HOSTS[0]
+    code, out = run_playbook("rhoim.inference.upgrade", extra_vars=dict(ROLLOUT, bootc_host_image=IMAGE + ":nogpu"))
+    assert code != 0, out[-3000:]
+    canary, = reports()[-1]
+    assert canary["host"] == name and canary["result"] == "rolled_back", canary
+    assert "shows 0 GPU(s)" in canary["message"] and "No devices were found" in canary["message"], canary["message"]
+    assert booted(name) == digest("1.1") and completion(name) == "200"
+
+
+def test_an_image_the_registry_does_not_have_fails_before_any_drain_or_reboot():
+    name = HOSTS[0]
+    marker, calls = boot_marker(name), len(hooks(name))
+    code, out = run_playbook("rhoim.inference.upgrade", extra_vars=dict(ROLLOUT, bootc_host_image=IMAGE + ":missing"))
+    assert code != 0, out[-3000:]
+    canary, = reports()[-1]
+    assert canary["result"] == "failed" and canary["message"].startswith("stage: "), canary
+    assert "manifest unknown" in canary["message"]
+    assert boot_marker(name) == marker and len(hooks(name)) == calls
+    assert status(name)["staged"] is None and completion(name) == "200"
 
 
 def test_a_power_off_leaves_the_host_down_and_a_reboot_brings_it_back():
