@@ -28,9 +28,13 @@ HOSTS = ["rhoim-upgrade-1", "rhoim-upgrade-2", "rhoim-upgrade-3"]
 IMAGE = "rhoim-upgrade-registry:5000/rhoim/inference:"
 
 
+BIN = os.path.dirname(sys.executable)
+
+
 def molecule(*args):
+    # Molecule runs ansible-playbook from PATH: this venv's.
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, "build", "collections"),
-               MOLECULE_GLOB="molecule/*/molecule.yml")
+               MOLECULE_GLOB="molecule/*/molecule.yml", PATH=BIN + os.pathsep + os.environ.get("PATH", ""))
     subprocess.run([os.path.join(os.path.dirname(sys.executable), "molecule"), *args, "-s", "upgrade"],
                    cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
 
