@@ -13,7 +13,7 @@ export ANSIBLE_COLLECTIONS_PATH := $(ROOT)/build/collections
 export MOLECULE_GLOB := molecule/*/molecule.yml
 export PYTHONDONTWRITEBYTECODE := 1
 
-SCENARIOS ?= hosts python_floor model model_faults vllm_service_image bootc_image upgrade vllm_service_upgrade vllm_service
+SCENARIOS ?= hosts python_floor model model_faults vllm_service_image bootc_image upgrade disk_image vllm_service_upgrade vllm_service
 TEST_STAGES := setup lint sanity unit build molecule e2e
 
 .PHONY: help setup setup-controller setup-hosts lint sanity unit build molecule e2e test demo demo-clean clean

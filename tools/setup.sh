@@ -20,7 +20,7 @@ PYTHON=${PYTHON:-python3}
 # Each package and why it is here: README.md, "Development".
 CONTROLLER_PACKAGES=(python3 python3-venv ca-certificates git rsync shellcheck iproute2 kmod prometheus)
 HOST_PACKAGES=(podman uidmap fuse-overlayfs slirp4netns runc crun netavark aardvark-dns iptables
-  openssh-client debootstrap docker-registry skopeo curl gnupg)
+  openssh-client debootstrap docker-registry skopeo curl gnupg qemu-system-x86)
 
 log() { printf '==> %s\n' "$*"; }
 need_root() {
