@@ -355,7 +355,7 @@ def read_manifest(folder):
         with open(path) as stream:
             manifest = json.load(stream)
     except ValueError as exc:
-        raise DiskImageError("%s is not JSON (%s): move it aside and run again; its artifacts are then rebuilt" % (path, exc))
+        raise DiskImageError("%s is not JSON (%s): move it aside and run again; its artifacts are then rebuilt" % (path, exc)) from None
     return manifest if isinstance(manifest, dict) else {}
 
 
@@ -417,7 +417,7 @@ class DiskBuild:
             argv.append("--tls-verify=false")
         if self.params.get("authfile"):
             argv += ["--authfile", self.params["authfile"]]
-        rc, out, err = self.run(argv + [wanted])
+        rc, out, err = self.run([*argv, wanted])
         if rc != 0:
             raise DiskImageError("the image %s could not be pulled into local storage (podman pull, exit %d): %s\n"
                                  "Check the name, the tag or digest, and the registry's credentials (disk_image_authfile)."

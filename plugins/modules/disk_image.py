@@ -24,8 +24,8 @@ description:
   - A type whose artifact exists for the same digest and config is kept, not rebuilt; C(changed) says whether
     any type was built (the manifest before and after). An artifact is replaced only once its successor is
     built; a failed build leaves every artifact as it was.
-  - Disk types and installer types cannot be built in one run (bootc-image-builder refuses it): run twice.
-  - No password is accepted for O(users), and no private key: a disk is copied to every host it installs.
+  - Disk types and installer types cannot be built in one run (bootc-image-builder refuses it); run twice.
+  - No password is accepted for O(users), and no private key, since a disk is copied to every host it installs.
 author:
   - RHOIM developers (!UNKNOWN)
 requirements:
@@ -211,7 +211,7 @@ def main():
         module.fail_json(msg="podman (%s) is not installed on %s: bootc-image-builder runs in it"
                          % (params["podman"], "this host"))
     params["podman"] = podman
-    build = DiskBuild(lambda argv: module.run_command(argv), params, check_mode=module.check_mode)
+    build = DiskBuild(module.run_command, params, check_mode=module.check_mode)
     try:
         result = build.run_build()
     except DiskImageError as exc:

@@ -58,7 +58,7 @@ class VM:
                 "-o", "ConnectTimeout=5", "%s@127.0.0.1" % user]
 
     def ssh(self, command, user="root", check=True):
-        proc = subprocess.run(self.ssh_argv(user) + [command], capture_output=True, text=True, timeout=120, check=False)
+        proc = subprocess.run([*self.ssh_argv(user), command], capture_output=True, text=True, timeout=120, check=False)
         if check and proc.returncode != 0:
             raise AssertionError("%s on the VM: exit %d: %s" % (command, proc.returncode, proc.stderr or proc.stdout))
         return proc.stdout.strip() if check else proc
@@ -75,8 +75,8 @@ class VM:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError("QEMU exited (%s): %s\n%s" % (self.proc.returncode, self.proc.stderr.read().decode(),
-                                                                  self.console_tail()))
+                raise AssertionError("QEMU exited (%s): %s\n%s"
+                                     % (self.proc.returncode, self.proc.stderr.read().decode(), self.console_tail()))
             proc = self.ssh("systemctl is-system-running --wait", check=False)
             if proc.returncode in (0, 1) and proc.stdout.strip() in ("running", "degraded"):
                 return proc.stdout.strip()
