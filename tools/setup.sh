@@ -18,7 +18,7 @@ WHEELHOUSE=${RHOIM_WHEELHOUSE:-$RHOIM_CACHE/wheelhouse}
 PYTHON=${PYTHON:-python3}
 
 # Each package and why it is here: README.md, "Development".
-CONTROLLER_PACKAGES=(python3 python3-venv ca-certificates git rsync shellcheck iproute2 kmod prometheus)
+CONTROLLER_PACKAGES=(python3 python3-venv ca-certificates git rsync shellcheck iproute2 kmod prometheus libvirt-clients libxml2-utils)
 HOST_PACKAGES=(podman uidmap fuse-overlayfs slirp4netns runc crun netavark aardvark-dns iptables
   openssh-client debootstrap docker-registry skopeo curl gnupg qemu-system-x86)
 
