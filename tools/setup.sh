@@ -20,7 +20,8 @@ PYTHON=${PYTHON:-python3}
 # Each package and why it is here: README.md, "Development".
 CONTROLLER_PACKAGES=(python3 python3-venv ca-certificates git rsync shellcheck iproute2 kmod prometheus libvirt-clients libxml2-utils)
 HOST_PACKAGES=(podman uidmap fuse-overlayfs slirp4netns runc crun netavark aardvark-dns iptables
-  openssh-client debootstrap docker-registry skopeo curl gnupg qemu-system-x86)
+  openssh-client debootstrap docker-registry skopeo curl gnupg qemu-system-x86 qemu-utils
+  libvirt-daemon libvirt-daemon-driver-qemu python3-libvirt python3-lxml)
 
 log() { printf '==> %s\n' "$*"; }
 need_root() {
@@ -107,6 +108,14 @@ step_controller_packages() {
 }
 step_host_packages() { install_packages "${HOST_PACKAGES[@]}"; }
 
+# libvirtd runs QEMU as libvirt-qemu, an account Debian makes in libvirt-daemon-system, which would also bring
+# systemd's units (these machines do not run systemd as PID 1): make it as that package does.
+step_libvirt_account() {
+  getent group libvirt-qemu >/dev/null || { need_root groupadd; groupadd --system libvirt-qemu; }
+  id libvirt-qemu >/dev/null 2>&1 ||
+    useradd --system --no-create-home --home-dir /var/lib/libvirt --shell /usr/sbin/nologin --gid libvirt-qemu libvirt-qemu
+}
+
 # The controller's SSH key and client configuration (tests/support/local_host.py), once per machine.
 step_ssh() {
   "$VENV/bin/python" "$ROOT/tests/support/local_host.py" config >/dev/null
@@ -149,7 +158,7 @@ step_check_hosts() {
 
 controller() { step_controller_packages; step_venv; step_ansible_test_bootstrap; }
 hosts() {
-  step_host_packages; step_podman_config; step_ssh; step_host_image; step_wheelhouse; step_vllm_image
+  step_host_packages; step_libvirt_account; step_podman_config; step_ssh; step_host_image; step_wheelhouse; step_vllm_image
   step_check_hosts
 }
 

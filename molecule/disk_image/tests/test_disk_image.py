@@ -21,6 +21,8 @@ from scenario import run_playbook  # noqa: E402
 
 CONVERGE = os.path.join(PROJECT, "molecule", "disk_image", "converge.yml")
 BUILD = os.path.join(PROJECT, "molecule", "disk_image", "build.yml")
+VM = os.path.join(PROJECT, "molecule", "disk_image", "vm.yml")
+INSTALLED = os.path.join(PROJECT, "molecule", "disk_image", "installed.yml")
 ARTIFACTS = os.path.join(EPHEMERAL, "disks")
 BUILDER = "localhost/rhoim-image-builder-standin:current"
 REGISTRY = "127.0.0.1:15003"
@@ -122,7 +124,21 @@ def test_check_mode_builds_nothing(tmp_path):
     assert not os.path.exists(tmp_path / "disks")
 
 
-def test_qcow2_and_raw_boot_with_keys_of_their_own(folder, manifest, boot_files):
+def assert_installed(vm, pushed):
+    inventory = os.path.join(EPHEMERAL, "vm-inventory.yml")
+    with open(inventory, "w") as stream:
+        json.dump({"all": {"hosts": {"disk-vm": {
+            "ansible_host": "127.0.0.1", "ansible_port": vm.port, "ansible_user": "root",
+            "ansible_ssh_private_key_file": vm.key, "ansible_python_interpreter": "/usr/bin/python3",
+            "ansible_ssh_extra_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"}}}}, stream)
+    rc, out = run_playbook(INSTALLED, "-i", inventory, extra_vars={"bootc_host_install_image": pushed["ref"]})
+    assert rc == 0, out[-3000:]
+    other = pushed["ref"].split("@")[0] + "@sha256:" + "0" * 64
+    rc, out = run_playbook(INSTALLED, "-i", inventory, extra_vars={"bootc_host_install_image": other})
+    assert rc != 0 and "disk-vm boots %s, not sha256:%s" % (pushed["digest"], "0" * 64) in out, out[-2000:]
+
+
+def test_qcow2_and_raw_boot_with_keys_of_their_own(folder, manifest, boot_files, pushed):
     keys = {}
     for image_type, fmt in (("qcow2", "qcow2"), ("raw", "raw")):
         disk = os.path.join(folder, manifest["artifacts"][image_type]["path"])
@@ -143,6 +159,9 @@ def test_qcow2_and_raw_boot_with_keys_of_their_own(folder, manifest, boot_files)
             assert vm.ssh("stat -c '%a %U %G' /var/lib/rhoim/models") == "750 root rhoim"
             # The config's users: key logins, the groups asked for.
             assert "sudo" in vm.ssh("id -nG", user="ops").split()
+            if image_type == "qcow2":
+                # The install paths' last check, over SSH as Ansible reaches hosts: bootc reports the image's digest.
+                assert_installed(vm, pushed)
     assert keys["qcow2"] != keys["raw"], "two hosts from the same image have the same API key"
     # Booting wrote nothing into the artifacts.
     for image_type in ("qcow2", "raw"):
@@ -220,3 +239,26 @@ def test_failed_build_names_the_builder_and_keeps_the_artifact(pushed, folder):
         assert json.load(stream)["artifacts"]["qcow2"] == before
     assert sha256(os.path.join(folder, before["path"])) == before["sha256"]
     assert not glob.glob(os.path.join(ARTIFACTS, ".build-*"))
+
+
+def test_the_vm_path_defines_the_domain_in_a_real_libvirtd(folder, tmp_path):
+    """A real libvirtd (started by prepare) defines the role's domain with community.libvirt; the stand-in disks
+    have no boot loader, so it is not started here (the qcow2 boots under QEMU above)."""
+    with open(os.path.join(folder, "manifest.json")) as stream:
+        qcow2 = json.load(stream)["artifacts"]["qcow2"]
+    disk = os.path.join(folder, qcow2["path"])
+    rc, out = run_playbook(VM, extra_vars={
+        "bootc_host_vm_name": "rhoim-disk-vm", "bootc_host_vm_disk": disk, "bootc_host_vm_images_dir": str(tmp_path),
+        "bootc_host_vm_start": False, "bootc_host_vm_gpus": ["0000:17:00.0"]})
+    try:
+        assert rc == 0, out[-3000:]
+        xml = run("virsh", "-c", "qemu:///system", "dumpxml", "--inactive", "rhoim-disk-vm").stdout
+        assert "<domain type='qemu'>" in xml
+        assert "<source file='%s/rhoim-disk-vm.qcow2'/>" % tmp_path in xml
+        assert "<address domain='0x0000' bus='0x17' slot='0x00' function='0x0'/>" in xml
+        assert run("virsh", "-c", "qemu:///system", "domstate", "rhoim-disk-vm").stdout.strip() == "shut off"
+        info = json.loads(run("qemu-img", "info", "--output=json", str(tmp_path / "rhoim-disk-vm.qcow2")).stdout)
+        assert info["backing-filename"] == disk and info["format"] == "qcow2"
+    finally:
+        run("virsh", "-c", "qemu:///system", "undefine", "rhoim-disk-vm", check=False)
+    assert sha256(disk) == qcow2["sha256"]

@@ -167,13 +167,15 @@ def read_image(image, tls_verify, work):
         manifest_digest = json.load(stream)["manifests"][0]["digest"]
     with open(os.path.join(layout, "blobs", *manifest_digest.split(":"))) as stream:
         manifest = json.load(stream)
+    with open(os.path.join(layout, "blobs", *manifest["config"]["digest"].split(":"))) as stream:
+        labels = json.load(stream).get("config", {}).get("Labels") or {}
     rootfs = os.path.join(work, "rootfs")
     os.mkdir(rootfs)
     for layer in manifest["layers"]:
         with tarfile.open(os.path.join(layout, "blobs", *layer["digest"].split(":")), "r:*") as tar:
             unpack_layer(tar, rootfs)
     shutil.rmtree(layout)
-    return rootfs
+    return rootfs, labels
 
 
 def _remove(path):
@@ -231,6 +233,20 @@ def prepare_rootfs(rootfs, custom):
             for path in (ssh, os.path.join(ssh, "authorized_keys")):
                 os.chown(path, int(uid_gid[0]), int(uid_gid[1]))
             os.chmod(os.path.join(ssh, "authorized_keys"), 0o600)
+
+
+def record_deployment(rootfs, image, labels):
+    """A disk is a bootc deployment of the image: where the image carries the bootc stand-in, its state on the
+    disk says so (bootc status then reports the image and digest, as on a disk the real builder makes)."""
+    if not os.path.exists(os.path.join(rootfs, "usr/lib/rhoim-standin/bootc_standin.py")):
+        return
+    digest = image.split("@", 1)[1] if "@" in image else None
+    booted = {"image": image, "transport": "registry", "signature": None, "digest": digest,
+              "version": labels.get("org.opencontainers.image.version")}
+    folder = os.path.join(rootfs, "var/lib/rhoim-standin/bootc")
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "state.json"), "w") as stream:
+        json.dump({"spec": None, "booted": booted, "staged": None, "rollback": None, "rollback_queued": False, "cached": None}, stream)
 
 
 def kernel(rootfs):
@@ -334,13 +350,14 @@ def build(args):
     work = tempfile.mkdtemp(prefix="bib-", dir="/var/tmp")
     try:
         log("reading %s from the container storage" % args.image)
-        rootfs = read_image(args.image, args.tls_verify, work)
+        rootfs, labels = read_image(args.image, args.tls_verify, work)
         disk = None
         for image_type in args.types:
             log("building %s" % image_type)
             if image_type in DISK:
                 if disk is None:
                     prepare_rootfs(rootfs, custom)
+                    record_deployment(rootfs, args.image, labels)
                     disk = make_disk(rootfs, custom, work)
                 write_disk(disk, image_type, os.path.join(output, DISK[image_type]), work)
             else:

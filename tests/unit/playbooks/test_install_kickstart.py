@@ -44,7 +44,7 @@ REFUSED = {
 def rendered(tmp_path_factory):
     folder = tmp_path_factory.mktemp("kickstarts")
     tasks = []
-    for name, case in list(CASES.items()) + [(n, c) for n, (c, _) in REFUSED.items()]:
+    for name, case in list(CASES.items()) + [(n, refused[0]) for n, refused in REFUSED.items()]:
         values = {"bootc_host_install_image": IMAGE, "bootc_host_install_ssh_keys": [KEY],
                   "bootc_host_kickstart_dest": "%s/%s.ks" % (folder, name)}
         values.update(case)
