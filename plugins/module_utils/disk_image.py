@@ -327,11 +327,16 @@ def _sha256(path):
     return digest.hexdigest()
 
 
-def file_sums(folder, rel):
-    """{path relative to the digest folder: sha256} for an artifact (a file, or a tree such as pxe-tar-xz's)."""
+def file_sums(folder, rel, known=None):
+    """{path relative to the digest folder: sha256} for an artifact (a file, or a tree such as pxe-tar-xz's).
+    ``known`` maps (device, inode) to a sum already taken: raw and ami are links to one file, read once."""
     path = os.path.join(folder, rel)
     if os.path.isfile(path):
-        return {rel: _sha256(path)}
+        known = {} if known is None else known
+        stat = os.stat(path)
+        if (stat.st_dev, stat.st_ino) not in known:
+            known[(stat.st_dev, stat.st_ino)] = _sha256(path)
+        return {rel: known[(stat.st_dev, stat.st_ino)]}
     sums = {}
     for root, dirs, files in os.walk(path):
         dirs.sort()
@@ -497,10 +502,11 @@ class DiskBuild:
             os.makedirs(folder, exist_ok=True)
             entries = dict(manifest.get("artifacts", {}))
             now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            known = {}
             for image_type in build:
                 rel = artifact_path(image_ref.rsplit("@", 1)[1], image_type).split("/", 1)[1]
                 _place(os.path.join(output, output_path(image_type)), os.path.join(folder, rel))
-                files = file_sums(folder, rel)
+                files = file_sums(folder, rel, known)
                 entries[image_type] = {"path": rel, "size": _size(os.path.join(folder, rel)),
                                        "sha256": files[rel] if rel in files else config_hash(json.dumps(files, sort_keys=True)).split(":", 1)[1],
                                        "files": files, "config": identity, "builder": params["builder_image"],

@@ -188,3 +188,11 @@ def test_installer_trees_are_kept_with_a_sum_per_file(tmp_path):
     entry = result["artifacts"]["pxe-tar-xz"]
     assert sorted(entry["files"]) == ["pxe-tar-xz/bootc-pxe-tree/initrd.img", "pxe-tar-xz/bootc-pxe-tree/vmlinuz"]
     assert entry["size"] == len("vmlinuz") + len("initrd.img")
+
+
+def test_raw_and_ami_are_read_once(tmp_path, monkeypatch):
+    reads = []
+    real = disk_image._sha256
+    monkeypatch.setattr(disk_image, "_sha256", lambda path: reads.append(path) or real(path))
+    DiskBuild(FakePodman(), params(tmp_path, types=["raw", "ami"])).run_build()
+    assert len(reads) == 1
