@@ -186,6 +186,10 @@ def reboot(name, log):
     config = read_config(name)
     state = bootc_standin.load(state_file(name))
     leaving, queued = state["booted"], state["rollback_queued"]
+    if queued and not os.path.exists(etc_store(name, state["rollback"]["digest"])):
+        # Booting it with the image's /etc would lose the host's SSH keys and API key: a harness fault, said loudly.
+        raise local_host.HostError("rollback to %s: no /etc was kept for that deployment; not booting it"
+                                   % state["rollback"]["digest"][:19])
     changes = etc_changes(name)
     with open(etc_store(name, leaving["digest"]), "wb") as handle:
         handle.write(changes)
@@ -193,8 +197,8 @@ def reboot(name, log):
     bootc_standin.save(state_file(name), state)
     booted = state["booted"]
     if queued:
-        path = etc_store(name, booted["digest"])
-        changes = open(path, "rb").read() if os.path.exists(path) else b""
+        with open(etc_store(name, booted["digest"]), "rb") as handle:
+            changes = handle.read()
     ref = pull(booted["image"], config["registries"], booted["digest"])[0]
     local_host.up(name, ref, config["network"], "systemd", podman_args(name),
                   before_start=lambda host: put_etc(host, changes), wait=False)

@@ -5,6 +5,8 @@ import os
 import sys
 import tarfile
 
+import pytest
+
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "support"))
 import bootc_host
 
@@ -49,3 +51,20 @@ def test_etc_changes_keeps_only_what_differs_from_the_image_with_the_owners_ids(
         # podman cp exports root's IDs with the right names: the group's ID comes from the host's own group file.
         assert (members["etc/rhoim/vllm/tiny.yaml"].uid, members["etc/rhoim/vllm/tiny.yaml"].gid) == (0, 961)
         assert tar.extractfile("etc/rhoim/vllm/tiny.yaml").read() == b"port: 8000\n"
+
+
+def test_a_rollback_with_no_kept_etc_is_refused_before_anything_changes(tmp_path, monkeypatch):
+    monkeypatch.setattr(bootc_host, "ROOT", str(tmp_path))
+    name = "gpu-01"
+    os.makedirs(os.path.join(bootc_host.host_dir(name), "run"))
+    with open(os.path.join(bootc_host.host_dir(name), "host.json"), "w") as handle:
+        handle.write('{"network": "n", "registries": {}}')
+    old, new = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+    state = bootc_host.bootc_standin.load(bootc_host.state_file(name))
+    state.update(booted={"image": "r/i:2", "transport": "registry", "signature": None, "digest": new, "version": None},
+                 rollback={"image": "r/i:1", "transport": "registry", "signature": None, "digest": old, "version": None},
+                 rollback_queued=True)
+    bootc_host.bootc_standin.save(bootc_host.state_file(name), state)
+    with pytest.raises(bootc_host.local_host.HostError, match="no /etc was kept"):
+        bootc_host.reboot(name, print)
+    assert bootc_host.bootc_standin.load(bootc_host.state_file(name))["booted"]["digest"] == new
