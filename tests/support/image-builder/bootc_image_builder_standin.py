@@ -156,7 +156,7 @@ def check_config(custom, types, rootfs):
         raise Fatal("kickstart contents must not contain ostreecontainer: the image builder adds it")
 
 
-def read_image(image, tls_verify, work):
+def read_image(image, work):
     """The image's root file system, read from the mounted container storage (layers in order, whiteouts)."""
     layout = os.path.join(work, "oci")
     try:
@@ -350,7 +350,7 @@ def build(args):
     work = tempfile.mkdtemp(prefix="bib-", dir="/var/tmp")
     try:
         log("reading %s from the container storage" % args.image)
-        rootfs, labels = read_image(args.image, args.tls_verify, work)
+        rootfs, labels = read_image(args.image, work)
         disk = None
         for image_type in args.types:
             log("building %s" % image_type)

@@ -2,7 +2,6 @@
 ksvalidator for each target, their %post and %pre bodies with bash -n (which ksvalidator does not check), and
 the install settings it refuses. One ansible-playbook run renders every case; a refused case records its message."""
 
-import json
 import os
 import subprocess
 import sys
@@ -129,4 +128,3 @@ def test_bad_install_settings_are_refused_by_name(rendered, name):
     message = (folder / (name + ".refused")).read_text()
     assert REFUSED[name][1] in message, message
     assert "Pa55-kick-5eed" not in message and "Pa55-kick-5eed" not in out
-    json.dumps(message)
