@@ -1,5 +1,6 @@
-"""The example inventory in docs/inventory: it loads with its vault password, and both stages accept
-its settings (their argument specs and their check entry points), as site.yml's first play would."""
+"""The example inventory in docs/inventory: it loads with its vault password, the deploy stages accept
+its settings (their argument specs and their check entry points), as deploy.yml's first play would, and the
+build stages accept the build host's."""
 
 import json
 import os
@@ -23,6 +24,26 @@ CHECK = """
       ansible.builtin.include_role:
         name: rhoim.inference.vllm_service
         tasks_from: check
+"""
+
+BUILD_CHECK = """
+- name: Check the build host's settings
+  hosts: image_builders
+  gather_facts: false
+  tasks:
+    - name: Check the image's settings
+      ansible.builtin.include_role:
+        name: rhoim.inference.bootc_image
+        tasks_from: check
+    - name: Check the disks' settings against the disk stage's argument spec
+      ansible.builtin.validate_argument_spec:
+        argument_spec: "{{ (lookup('ansible.builtin.file', disk_spec) | from_yaml).argument_specs.main.options }}"
+        provided_arguments:
+          disk_image_image: registry.example.com/rhoim/inference@sha256:{{ '0' * 64 }}
+          disk_image_types: "{{ disk_image_types }}"
+          disk_image_authfile: "{{ disk_image_authfile }}"
+          disk_image_users: "{{ disk_image_users }}"
+          disk_image_filesystems: "{{ disk_image_filesystems }}"
 """
 
 
@@ -59,3 +80,20 @@ def test_both_stages_accept_the_examples_settings(tmp_path):
     # Nothing secret reaches the output.
     for secret in ("example-granite-key", "example-llama-key", "example-metrics-token", "hf_exampleToken"):
         assert secret not in proc.stdout + proc.stderr
+
+
+def test_the_build_stages_accept_the_build_hosts_settings(tmp_path):
+    playbook = tmp_path / "build-check.yml"
+    playbook.write_text(BUILD_CHECK)
+    proc = subprocess.run([os.path.join(BIN, "ansible-playbook"), "-i", INVENTORY, "--vault-password-file", password_file(tmp_path),
+                           "-e", "ansible_connection=local", "-e", "ansible_python_interpreter=%s" % sys.executable,
+                           "-e", "disk_spec=%s" % os.path.join(ROOT, "roles", "disk_image", "meta", "argument_specs.yml"),
+                           str(playbook)], env=env(), capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "build-01.example.com       : ok=3" in proc.stdout, proc.stdout[-2000:]
+    # Nothing of the inference hosts' secrets reaches the builder.
+    out = subprocess.run([os.path.join(BIN, "ansible-inventory"), "-i", INVENTORY, "--vault-password-file", password_file(tmp_path),
+                          "--host", "build-01.example.com"], env=env(), capture_output=True, text=True, check=True).stdout
+    hostvars = json.loads(out)
+    assert hostvars["disk_image_types"] == ["qcow2"]
+    assert not [name for name in hostvars if name.startswith(("vault_", "vllm_service_", "model_"))]
