@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 
+import ansible_runner
 import pytest
 
 PROJECT = os.environ.get("MOLECULE_PROJECT_DIRECTORY", ".")
@@ -73,11 +74,7 @@ def build(extra, *args):
 
 
 def sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return run("sha256sum", path).stdout.split()[0]
 
 
 def test_artifacts_by_digest_and_type(pushed, folder, manifest):
@@ -108,11 +105,37 @@ def test_second_run_builds_nothing_and_says_so(folder, manifest):
     before = {t: os.stat(os.path.join(folder, e["path"])).st_mtime_ns for t, e in manifest["artifacts"].items()}
     rc, out = run_playbook(CONVERGE)
     assert rc == 0, out[-3000:]
+    # The build stage finds its image in the registry (prepare pushed it with the same settings): no build.
+    assert re.search(r"rhoim-disk-builder\s*:.*changed=0", out), out[-2000:]
     assert re.search(r"localhost\s*:.*changed=0", out), out[-2000:]
     assert "kept qcow2, raw, ami (already built from sha256:" in out
     assert "kept anaconda-iso (already built from sha256:" in out
     after = {t: os.stat(os.path.join(folder, e["path"])).st_mtime_ns for t, e in manifest["artifacts"].items()}
     assert after == before
+
+
+def test_the_build_stage_hands_its_digest_to_the_next_workflow_job(tmp_path, pushed):
+    """As an AWX / AAP job runs it (ansible-runner): the stats that a workflow hands to its next job as extra vars
+    carry the digest just pushed, for an upgrade job's bootc_host_image."""
+    result = ansible_runner.run(
+        private_data_dir=str(tmp_path), project_dir=PROJECT, playbook=os.path.join(PROJECT, "playbooks", "build.yml"),
+        inventory=os.path.dirname(os.environ["MOLECULE_INVENTORY_FILE"]), quiet=True,
+        envvars={"ANSIBLE_COLLECTIONS_PATH": os.path.join(PROJECT, "build", "collections")})
+    assert result.status == "successful", result.stdout.read()[-3000:]
+    stats = next(e for e in result.events if e["event"] == "playbook_on_stats")["event_data"]
+    assert stats["artifact_data"] == {"rhoim_image_refs": {"rhoim-disk-builder": pushed["ref"]}, "bootc_host_image": pushed["ref"]}
+    assert stats["changed"] == {}, "the image and its disks were there already: %s" % stats["changed"]
+
+
+def test_the_build_stage_in_check_mode_builds_no_image_and_no_disk(tmp_path):
+    """An image the registry does not have yet has no digest: its disks wait for it, and nothing is written."""
+    rc, out = run_playbook(os.path.join(PROJECT, "playbooks", "build.yml"), "--check", extra_vars={
+        "bootc_image_tag": "not-pushed", "disk_image_artifacts_dir": str(tmp_path / "disks")})
+    assert rc == 0, out[-3000:]
+    assert "%s/rhoim/inference:not-pushed would be built" % REGISTRY in out
+    assert "its disks are built from the digest it gets when it is pushed" in out
+    assert not os.path.exists(tmp_path / "disks")
+    assert run("podman", "image", "exists", "%s/rhoim/inference:not-pushed" % REGISTRY, check=False).returncode != 0
 
 
 def test_check_mode_builds_nothing(tmp_path):
@@ -127,7 +150,7 @@ def test_check_mode_builds_nothing(tmp_path):
 def assert_installed(vm, pushed):
     inventory = os.path.join(EPHEMERAL, "vm-inventory.yml")
     with open(inventory, "w") as stream:
-        json.dump({"all": {"hosts": {"disk-vm": {
+        json.dump({"inference": {"hosts": {"disk-vm": {
             "ansible_host": "127.0.0.1", "ansible_port": vm.port, "ansible_user": "root",
             "ansible_ssh_private_key_file": vm.key, "ansible_python_interpreter": "/usr/bin/python3",
             "ansible_ssh_extra_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"}}}}, stream)
