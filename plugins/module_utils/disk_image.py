@@ -436,12 +436,18 @@ class DiskBuild:
 
     def run_build(self):
         params = self.params
-        name, digest = split_reference(params["image"])
+        name, digest = split_reference(params["image"]) if params.get("image") else (None, None)
         types = check_types(params["types"])
         config, self.warnings = build_config(types, params.get("users"), params.get("filesystems"),
                                              params.get("kickstart") or "", params.get("kernel_append") or "")
         toml_text = to_toml(config)
         identity = config_identity(toml_text, params.get("rootfs"))
+        if params.get("validate_only"):
+            # Before the image exists: its settings are checked where it is built, ahead of a long image build.
+            return {"image": repository(name) if name else None, "digest": digest, "ref": params.get("image"), "pulled": False,
+                    "config_hash": identity, "built": [], "kept": [], "artifacts": {}, "changed": False,
+                    "warnings": list(self.warnings), "before": {}, "after": {},
+                    "msg": "the disk settings for %s are valid (nothing pulled or built)" % ", ".join(types)}
         digest, pulled = self.resolve(name, digest)
         result = {"image": repository(name), "digest": digest, "pulled": pulled, "config_hash": identity,
                   "built": [], "kept": [], "artifacts": {}, "warnings": list(self.warnings)}

@@ -35,8 +35,8 @@ options:
     description:
       - The bootc image, C(registry/name:tag) or C(registry/name@sha256:...). A tag is resolved to the digest it
         names when pulled; artifacts are always kept by digest.
+      - Required unless O(validate_only).
     type: str
-    required: true
   types:
     description:
       - Image types to build, all disk types (C(qcow2), C(raw), C(ami), C(vmdk), C(vhd), C(gce), C(ova)) or all
@@ -100,6 +100,13 @@ options:
     description: The podman executable.
     type: str
     default: podman
+  validate_only:
+    description:
+      - Check O(image)'s form, O(types) and the config (O(users), O(filesystems), O(kickstart), O(kernel_append)) and
+        return, pulling and building nothing and needing no podman. The image need not exist yet (its tag will do);
+        C(rhoim.inference.build) checks a builder's disk settings this way before it builds the image.
+    type: bool
+    default: false
 attributes:
   check_mode:
     support: full
@@ -188,7 +195,7 @@ from ansible_collections.rhoim.inference.plugins.module_utils.disk_image import 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            image=dict(type="str", required=True),
+            image=dict(type="str"),
             types=dict(type="list", elements="str", required=True),
             artifacts_dir=dict(type="path", required=True),
             builder_image=dict(type="str", default="quay.io/centos-bootc/bootc-image-builder:latest"),
@@ -202,12 +209,14 @@ def main():
             authfile=dict(type="path"),
             min_free_mb=dict(type="int", default=20480),
             podman=dict(type="str", default="podman"),
+            validate_only=dict(type="bool", default=False),
         ),
+        required_if=[("validate_only", False, ["image"])],
         supports_check_mode=True,
     )
     params = dict(module.params)
     podman = module.get_bin_path(params["podman"])
-    if podman is None:
+    if podman is None and not params["validate_only"]:
         module.fail_json(msg="podman (%s) is not installed on %s: bootc-image-builder runs in it"
                          % (params["podman"], "this host"))
     params["podman"] = podman

@@ -127,6 +127,17 @@ def test_the_build_stage_hands_its_digest_to_the_next_workflow_job(tmp_path, pus
     assert stats["changed"] == {}, "the image and its disks were there already: %s" % stats["changed"]
 
 
+def test_a_mistake_in_the_disk_settings_stops_the_build_stage_before_the_image_build(tmp_path):
+    rc, out = run_playbook(os.path.join(PROJECT, "playbooks", "build.yml"), extra_vars={
+        "bootc_image_tag": "never-built", "disk_image_artifacts_dir": str(tmp_path / "disks"),
+        "disk_image_filesystems": [{"mountpoint": "/var", "minsize": "2 GiB"}]})
+    assert rc != 0
+    assert "mountpoint '/var' cannot be sized here" in out and "Check the disks' settings" in out, out[-3000:]
+    assert "TASK [Build and push the inference image]" not in out
+    assert run("podman", "image", "exists", "%s/rhoim/inference:never-built" % REGISTRY, check=False).returncode != 0
+    assert not os.path.exists(tmp_path / "disks")
+
+
 def test_the_build_stage_in_check_mode_builds_no_image_and_no_disk(tmp_path):
     """An image the registry does not have yet has no digest: its disks wait for it, and nothing is written."""
     rc, out = run_playbook(os.path.join(PROJECT, "playbooks", "build.yml"), "--check", extra_vars={

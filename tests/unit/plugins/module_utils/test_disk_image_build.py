@@ -196,3 +196,23 @@ def test_raw_and_ami_are_read_once(tmp_path, monkeypatch):
     monkeypatch.setattr(disk_image, "_sha256", lambda path: reads.append(path) or real(path))
     DiskBuild(FakePodman(), params(tmp_path, types=["raw", "ami"])).run_build()
     assert len(reads) == 1
+
+
+def test_validate_only_checks_the_settings_and_runs_nothing(tmp_path):
+    podman = FakePodman(local=False)
+    settings = params(tmp_path / "disks", image=None, validate_only=True,
+                      users=[{"name": "ops", "key": "ssh-ed25519 AAAAC3Nza ops@example.com"}], kernel_append="quiet")
+    result = DiskBuild(podman, settings).run_build()
+    assert not result["changed"] and result["built"] == [] and result["image"] is None
+    assert result["msg"] == "the disk settings for qcow2, raw, ami are valid (nothing pulled or built)"
+    assert result["warnings"], "kernel arguments are accepted with their warning"
+    assert podman.calls == [] and not os.path.exists(tmp_path / "disks")
+    # A tag (the image before it is built) has its form checked too.
+    assert DiskBuild(podman, dict(settings, image=NAME + ":cuda-1")).run_build()["image"] == NAME
+    with pytest.raises(DiskImageError, match="disk_image_image 'x@sha256:12'"):
+        DiskBuild(podman, dict(settings, image="x@sha256:12")).run_build()
+    with pytest.raises(DiskImageError, match="anaconda-iso"):
+        DiskBuild(podman, dict(settings, types=["qcow2", "anaconda-iso"])).run_build()
+    with pytest.raises(DiskImageError, match="minsize"):
+        DiskBuild(podman, dict(settings, filesystems=[{"mountpoint": "/", "minsize": "lots"}])).run_build()
+    assert podman.calls == []
