@@ -51,8 +51,9 @@ def run_playbook(playbook, *args, extra_vars=None, env=None, timeout=1200):
     argv, run_env = playbook_command(playbook, *args, extra_vars=extra_vars)
     run_env.update(env or {})
     try:
-        proc = subprocess.run(argv, env=run_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              timeout=timeout, check=False)
+        # Not the test's own stdin: an ssh client run before may have left it non-blocking, which ansible refuses.
+        proc = subprocess.run(argv, env=run_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, timeout=timeout, check=False)
     finally:
         remove_vars_files(argv)
     return proc.returncode, proc.stdout

@@ -242,6 +242,23 @@ def test_a_power_off_leaves_the_host_down_and_a_reboot_brings_it_back():
     assert state == ["exited", str(bootc_host.POWEROFF_EXIT)]
 
 
+def test_a_rollout_to_a_digest_pins_the_host_to_that_image():
+    """What an AWX / AAP workflow hands the upgrade job from the build job: the image by digest."""
+    name, pinned = HOSTS[1], IMAGE + "@" + digest("1.1")
+    code, out = run_playbook("rhoim.inference.upgrade", extra_vars=dict(ROLLOUT, rhoim_upgrade_hosts=name, bootc_host_image=pinned))
+    assert code == 0, out[-3000:]
+    host, = reports()[-1]
+    assert host["host"] == name and host["result"] == "upgraded", host
+    booted_image = status(name)["booted"]["image"]
+    assert booted_image["image"]["image"] == pinned and booted_image["imageDigest"] == digest("1.1")
+    assert completion(name) == "200"
+    # Pinned: a plain upgrade (no bootc_host_image: each host follows its own reference) leaves it where it is.
+    marker = boot_marker(name)
+    code, out = run_playbook("rhoim.inference.upgrade", extra_vars=dict(ROLLOUT, rhoim_upgrade_hosts=name))
+    assert code == 0, out[-3000:]
+    assert reports()[-1][0]["result"] == "unchanged" and boot_marker(name) == marker
+
+
 def test_no_secret_in_the_report_or_the_output():
     for name in HOSTS[:2]:
         key = on(name, "head -n 1 " + KEY)
